@@ -1,0 +1,115 @@
+"""Finish the generated app: pick the starter model and licence, drop unchosen options,
+record the answers, print next steps.
+
+Runs inside the generated directory. No network access. The answers arrive through
+``tojson`` like in the pre-gen hook.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+ANSWERS: dict[str, Any] = json.loads({{ cookiecutter | jsonify | tojson }})
+
+PACKAGE_DIR = Path("src") / ANSWERS["__package_name"]
+
+# Starter model choice -> file that becomes ``model.py``.
+STARTER_FILES: dict[str, str] = {
+    "optical-flow": "model_optical_flow.py",
+    "stub": "model_stub.py",
+}
+
+# Licence choice -> file of ``licenses/`` that becomes ``LICENSE`` (None: no licence file).
+LICENSE_FILES: dict[str, str | None] = {
+    "MIT": "MIT.txt",
+    "Apache-2.0": "Apache-2.0.txt",
+    "BSD-3-Clause": "BSD-3-Clause.txt",
+    "GPL-3.0-only": "GPL-3.0-only.txt",
+    "Proprietary": None,
+}
+
+# (condition, paths to remove): files that belong to options not chosen.
+REMOVALS: list[tuple[bool, list[str]]] = [
+    (not ANSWERS["include_github_workflows"], [".github"]),
+]
+
+# Keys written to .cruft.json: the answers a re-render needs (visible keys only; the
+# derived ``__`` keys are derived again, paths of this machine are left out).
+def recorded_answers(answers: dict[str, Any]) -> dict[str, Any]:
+    """The answers to keep in the app, in cookiecutter.json order."""
+    return {key: value for key, value in answers.items() if not key.startswith("_")}
+
+
+def select_starter(starter: str) -> None:
+    """Make the chosen starter ``model.py`` and delete the others."""
+    for choice, name in STARTER_FILES.items():
+        path = PACKAGE_DIR / name
+        if choice == starter:
+            path.replace(PACKAGE_DIR / "model.py")
+        elif path.exists():
+            path.unlink()
+
+
+def select_license(choice: str) -> None:
+    """Move the chosen licence text to ``LICENSE``; drop the folder of texts."""
+    name = LICENSE_FILES[choice]
+    if name is not None:
+        (Path("licenses") / name).replace("LICENSE")
+    shutil.rmtree("licenses")
+
+
+def remove_unchosen(removals: list[tuple[bool, list[str]]]) -> None:
+    for condition, paths in removals:
+        if not condition:
+            continue
+        for name in paths:
+            path = Path(name)
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+
+def record_answers(answers: dict[str, Any]) -> None:
+    """Write ``.cruft.json`` so the app can be re-rendered or updated (``cruft update``)."""
+    record = {
+        "template": answers["_template_url"],
+        "commit": None,
+        "checkout": None,
+        "context": {"cookiecutter": recorded_answers(answers)},
+        "directory": None,
+    }
+    Path(".cruft.json").write_text(
+        json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+
+
+def next_steps(answers: dict[str, Any]) -> str:
+    slug = answers["app_slug"]
+    return "\n".join(
+        [
+            f"Generated {slug}/. Next steps:",
+            f"  cd {slug}",
+            "  python3 -m venv .venv && . .venv/bin/activate",
+            f"  pip install torch=={answers['torch_version']} && pip install -r requirements-dev.txt",
+            "  python -m pytest                 # the app's own tests",
+            "  cp debug.env.example debug.env   # then: see README.md, 'Run locally'",
+        ]
+    )
+
+
+def main() -> int:
+    select_starter(ANSWERS["starter_model"])
+    select_license(ANSWERS["license"])
+    remove_unchosen(REMOVALS)
+    record_answers(ANSWERS)
+    print(next_steps(ANSWERS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

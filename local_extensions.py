@@ -1,0 +1,47 @@
+"""Jinja filters that turn free-text answers into safe literals of the generated files.
+
+``tojson`` is right for JSON, but its ``\\ud83d\\ude00`` surrogate escapes are not valid in
+TOML and decode to two lone surrogates in Python source; these filters write any Unicode
+text, quotes, backslashes and newlines as an exact literal of the target language.
+"""
+
+from __future__ import annotations
+
+from jinja2.ext import Extension
+
+
+def py_str(value: object) -> str:
+    """A Python string literal that evaluates to ``str(value)`` exactly."""
+    return repr(str(value))
+
+
+def toml_str(value: object) -> str:
+    """A TOML basic string for ``str(value)``: control characters and DEL escaped."""
+    out = ['"']
+    for char in str(value):
+        code = ord(char)
+        if char == '"':
+            out.append('\\"')
+        elif char == "\\":
+            out.append("\\\\")
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        elif 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"lone surrogate U+{code:04X} cannot be written to TOML")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+class LiteralFilters(Extension):
+    """Registers ``py_str`` and ``toml_str`` as Jinja filters."""
+
+    def __init__(self, environment):  # noqa: ANN001 - Jinja's signature
+        super().__init__(environment)
+        environment.filters["py_str"] = py_str
+        environment.filters["toml_str"] = toml_str
