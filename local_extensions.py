@@ -8,6 +8,7 @@ text, quotes, backslashes and newlines as an exact literal of the target languag
 from __future__ import annotations
 
 from jinja2.ext import Extension
+from jinja2.sandbox import SandboxedEnvironment, safe_range
 
 
 def py_str(value: object) -> str:
@@ -38,10 +39,28 @@ def toml_str(value: object) -> str:
     return "".join(out)
 
 
+def sandbox(environment) -> None:  # noqa: ANN001 - any Jinja environment
+    """Turn cookiecutter's environment into a sandboxed one, in place.
+
+    Cookiecutter renders answers given with ``--no-input``, ``extra_context`` or a replay
+    file as Jinja templates. In a plain environment an answer such as
+    ``{{ cycler.__init__.__globals__.os.popen('id').read() }}`` would run code; in the
+    sandbox that attribute access raises ``SecurityError`` and generation stops.
+    """
+    if environment.sandboxed:
+        return
+    base = type(environment)
+    environment.__class__ = type(f"Sandboxed{base.__name__}", (SandboxedEnvironment, base), {})
+    environment.globals["range"] = safe_range
+    environment.binop_table = SandboxedEnvironment.default_binop_table.copy()
+    environment.unop_table = SandboxedEnvironment.default_unop_table.copy()
+
+
 class LiteralFilters(Extension):
-    """Registers ``py_str`` and ``toml_str`` as Jinja filters."""
+    """Registers ``py_str`` and ``toml_str`` and sandboxes the environment."""
 
     def __init__(self, environment):  # noqa: ANN001 - Jinja's signature
         super().__init__(environment)
         environment.filters["py_str"] = py_str
         environment.filters["toml_str"] = toml_str
+        sandbox(environment)

@@ -25,7 +25,9 @@ def test_weights(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def server_env(test_weights: Path | None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def server_env(
+    test_weights: Path | None, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     """Environment for ``uvicorn main:model.app``: no Supervisely instance is contacted."""
     env = dict(os.environ)
     env.update(
