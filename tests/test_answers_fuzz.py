@@ -1,0 +1,130 @@
+"""Arbitrary text at every free-text prompt: the bake succeeds with valid files and the text
+preserved, or the pre-gen hook refuses it with its one-line message; nothing from an answer
+is ever executed."""
+
+from __future__ import annotations
+
+import ast
+import json
+import tempfile
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from cookiecutter.exceptions import FailedHookException, UndefinedVariableInTemplate
+from cookiecutter.main import cookiecutter
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jinja2.exceptions import SecurityError, TemplateError
+
+from tests.baking import REPO_ROOT
+
+FREE_TEXT = ("model_name", "app_name", "description", "author")
+JINJA_MARKERS = ("{{", "{%", "{#")
+MARKER_NAME = "answer-code-ran"
+
+tricky = st.sampled_from(
+    [
+        '"',
+        "'",
+        "\\",
+        '"""',
+        "\n",
+        "\r\n",
+        "\t",
+        "${{ github.token }}",
+        "$(touch " + MARKER_NAME + ")",
+        "`touch " + MARKER_NAME + "`",
+        "; rm -rf / #",
+        "{{ 7 * 7 }}",
+        "{% for x in range(3) %}x{% endfor %}",
+        "{{ cycler.__init__.__globals__.os.system('touch " + MARKER_NAME + "') }}",
+        "{{ ''.__class__.__mro__ }}",
+        "</script>",
+        "ünïcödé",
+        "😀",
+        "\u202e",
+        "\x00",
+        "\x7f",
+        "[tool]",
+        "key = 1",
+        "- yaml: [",
+    ]
+)
+text = st.lists(st.one_of(tricky, st.text(max_size=12)), min_size=1, max_size=5).map("".join)
+
+
+def assert_valid_files(app: Path) -> None:
+    for path in app.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.suffix == ".json":
+            json.loads(path.read_text("utf-8"))
+        elif path.suffix in (".yml", ".yaml"):
+            yaml.safe_load(path.read_text("utf-8"))
+        elif path.suffix == ".toml":
+            tomllib.loads(path.read_text("utf-8"))
+        elif path.suffix == ".py":
+            ast.parse(path.read_text("utf-8"))
+
+
+def settings_literals(app: Path, package: str) -> dict[str, object]:
+    tree = ast.parse((app / "src" / package / "settings.py").read_text("utf-8"))
+    values = {}
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            values[node.target.id] = ast.literal_eval(node.value)
+    return values
+
+
+@pytest.mark.reliability
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(field=st.sampled_from(FREE_TEXT), value=text)
+def test_any_free_text_answer_is_safe(field: str, value: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        out = workdir / "out"
+        try:
+            app = Path(
+                cookiecutter(
+                    str(REPO_ROOT), no_input=True, extra_context={field: value}, output_dir=str(out)
+                )
+            )
+        except FailedHookException:
+            # The pre-gen hook refused it (its one-line message is tested in test_hooks.py);
+            # nothing may be left behind.
+            assert not out.exists() or not any(out.iterdir())
+            return
+        except (SecurityError, TemplateError, UndefinedVariableInTemplate):
+            # Cookiecutter renders answers given without prompting as Jinja; the sandbox
+            # stops code, and broken Jinja stops the bake before anything is written.
+            assert any(marker in value for marker in JINJA_MARKERS)
+            assert not out.exists() or not any(out.iterdir())
+            return
+        finally:
+            assert not (workdir / MARKER_NAME).exists()
+            assert not (Path.cwd() / MARKER_NAME).exists()
+        assert_valid_files(app)
+        if any(marker in value for marker in JINJA_MARKERS):
+            return  # rendered by design (see above): only validity is promised
+        record = json.loads((app / ".cruft.json").read_text("utf-8"))["context"]["cookiecutter"]
+        assert record[field] == value
+        manifest = json.loads((app / "config.json").read_text("utf-8"))
+        literals = settings_literals(app, app.name.replace("-", "_"))
+        if field == "description":
+            assert manifest["description"] == value
+            pyproject = tomllib.loads((app / "pyproject.toml").read_text("utf-8"))
+            assert pyproject["project"]["description"] == value
+        elif field == "author":
+            pyproject = tomllib.loads((app / "pyproject.toml").read_text("utf-8"))
+            assert pyproject["project"]["authors"][0]["name"] == value
+        elif field == "app_name":
+            assert manifest["name"] == value
+            assert literals["APP_NAME"] == value
+        elif field == "model_name":
+            assert literals["MODEL_NAME"] == value
