@@ -27,7 +27,8 @@ def _listing(names: list[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def check_state_dict(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> dict[str, int]:
+def check_state_dict(state_dict: Mapping[str, torch.Tensor],
+                     source: str = "checkpoint") -> dict[str, int]:
     """Validate keys and shapes against the architecture the dims imply; return the dims.
 
     Raises CheckpointError naming a few missing / unexpected / mis-shaped keys with counts.
@@ -37,7 +38,8 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], source: str = "chec
                               f"got {type(state_dict).__name__}")
     bad_values = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if bad_values:
-        raise CheckpointError(f"{source}: {len(bad_values)} entries are not tensors: {_listing(bad_values)}")
+        raise CheckpointError(
+            f"{source}: {len(bad_values)} entries are not tensors: {_listing(bad_values)}")
     dims = XMemNetwork.dims_from_state_dict(state_dict)
     expected = _expected_shapes(dims)
     missing = [k for k in expected if k not in state_dict]
@@ -55,7 +57,8 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], source: str = "chec
     if problems:
         raise CheckpointError(
             f"{source} is not an XMem checkpoint for key_dim={dims['key_dim']}, "
-            f"value_dim={dims['value_dim']}, hidden_dim={dims['hidden_dim']}: " + "; ".join(problems))
+            f"value_dim={dims['value_dim']}, hidden_dim={dims['hidden_dim']}: "
+            + "; ".join(problems))
     return dims
 
 

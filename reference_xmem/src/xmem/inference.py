@@ -49,7 +49,8 @@ def resolve_config(config: dict | None) -> dict:
         cfg.update(config)
     for name in ("top_k", "mem_every", "num_prototypes", "min_mid_term_frames",
                  "max_mid_term_frames", "max_long_term_elements"):
-        if isinstance(cfg[name], bool) or not isinstance(cfg[name], (int, np.integer)) or cfg[name] < 1:
+        value = cfg[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"config[{name!r}] must be a positive integer, got {cfg[name]!r}")
         cfg[name] = int(cfg[name])
     due = cfg["deep_update_every"]
@@ -150,15 +151,17 @@ def encode_frames(network: XMemNetwork, frames: Sequence[np.ndarray],
 class XMemEngine:
     """Upstream's `InferenceCore.step` schedule for one video with all objects on frame 0."""
 
-    def __init__(self, network: XMemNetwork, num_objects: int, config: dict) -> None:
+    def __init__(self, network: XMemNetwork, num_objects: int, config: dict,
+                 fast: bool = True) -> None:
         self.network = network
+        self.fast = fast
         self.num_objects = num_objects
         self.config = config
         self.mem_every = config["mem_every"]
         self.deep_update_every = config["deep_update_every"]
         self.deep_sync = self.deep_update_every < 0
         self.enable_long_term = config["enable_long_term"]
-        self.memory = MemoryManager(config, network.hidden_dim)
+        self.memory = MemoryManager(config, network.hidden_dim, fast=fast)
         self.curr_ti = -1
         self.last_mem_ti = 0
         self.last_deep_update_ti = -self.deep_update_every
@@ -183,20 +186,21 @@ class XMemEngine:
         if need_segment:
             readout = mem.match_memory(enc.key, enc.selection)
             hidden, prob = net.segment(enc.f16, enc.f8, enc.f4, readout, mem.hidden,
-                                       h_out=normal_update)
+                                       h_out=normal_update, share_image=self.fast)
             prob = prob[0]
             if normal_update and hidden is not None:
                 mem.hidden = hidden
         if mask is not None:
-            # Objects are all given on the first frame; aggregate the one-hot (not raw).
-            prob = aggregate(mask.to(enc.key.dtype), dim=0)
+            # Objects are all given on the first frame; aggregate the one-hot (not raw),
+            # in float32 even under autocast (1 - 1e-7 does not exist in fp16).
+            prob = aggregate(mask.float(), dim=0)
             mem.create_hidden(self.num_objects, enc.key)
         if prob is None:  # frame > 0 with segmentation off cannot happen here
             raise RuntimeError("no mask for the first frame")
 
         if is_mem:
             value, hidden = net.encode_value(enc.image, enc.f16, mem.hidden, prob[1:].unsqueeze(0),
-                                             deep_update=deep_update)
+                                             deep_update=deep_update, share_image=self.fast)
             mem.add_memory(enc.key, enc.shrinkage, value,
                            enc.selection if self.enable_long_term else None)
             self.last_mem_ti = t
@@ -209,7 +213,7 @@ class XMemEngine:
 
 # ----------------------------------------------------------------------- public API
 def _validate_inputs(frames: Sequence[np.ndarray], input_mask: np.ndarray) -> tuple[int, int]:
-    if not isinstance(frames, Sequence) or len(frames) == 0:
+    if not isinstance(frames, (Sequence, np.ndarray)) or len(frames) == 0:
         raise ValueError("frames must be a non-empty list of HxWx3 uint8 arrays")
     first = np.asarray(frames[0])
     if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
@@ -247,21 +251,26 @@ def _autocast_ctx(device: torch.device, autocast: bool | None):
 
 def segment_video(network: XMemNetwork, frames: Sequence[np.ndarray], input_mask: np.ndarray,
                   size: int = 480, config: dict | None = None, *, batch_keys: bool = True,
-                  key_chunk: int = KEY_CHUNK, autocast: bool | None = None,
-                  stats: dict | None = None) -> list[np.ndarray]:
+                  key_chunk: int = KEY_CHUNK, fast_ops: bool = True,
+                  autocast: bool | None = None, stats: dict | None = None) -> list[np.ndarray]:
     """Propagate the frame-0 label mask through `frames`.
 
     frames: HxWx3 uint8 RGB; input_mask: HxW integer ids (0 background, 1..255, gaps ok).
     size: short side to work at (-1 native; never upsampled). Returns one HxW uint8 mask
-    per frame with the caller's ids; [0] is the input mask. `batch_keys=False` runs the
-    plain one-frame-at-a-time loop (same output; for benchmarks). `stats`, if given, is
-    filled with memory counters (consolidations, sizes, per-frame trace).
+    per frame with the caller's ids; [0] is the input mask.
+
+    Speed switches (outputs agree up to float rounding; for benchmarks and debugging):
+    `batch_keys=False` encodes keys one frame at a time; `fast_ops=False` uses upstream's
+    dense memory read and per-object fusion convs. Both False = the plain upstream loop.
+    `autocast`: fp16 on CUDA (None = auto; never on CPU). `stats`, if given, is filled
+    with memory counters (consolidations, sizes, per-frame trace).
     """
     h, w = _validate_inputs(frames, input_mask)
     mask = np.asarray(input_mask)
     ids = _object_ids(mask)
     cfg = resolve_config(config)
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or (size != -1 and size <= 0):
+    if (not isinstance(size, (int, np.integer)) or isinstance(size, bool)
+            or (size != -1 and size <= 0)):
         raise ValueError(f"size must be -1 (native) or a positive int, got {size!r}")
     first = mask.astype(np.uint8)
     if stats is not None:
@@ -273,6 +282,8 @@ def segment_video(network: XMemNetwork, frames: Sequence[np.ndarray], input_mask
 
     device = next(network.parameters()).device
     use_cuda_fast = device.type == "cuda" and (autocast is None or autocast)
+    if use_cuda_fast:
+        network.to(memory_format=torch.channels_last)  # same values; faster fp16 convs
     work_hw = working_size(h, w, int(size))
     prep = FramePreprocessor((h, w), work_hw, device, channels_last=use_cuda_fast)
     chunk = max(1, int(key_chunk)) if batch_keys else 1
@@ -286,19 +297,22 @@ def segment_video(network: XMemNetwork, frames: Sequence[np.ndarray], input_mask
             onehot = F.interpolate(onehot.unsqueeze(0), size=work_hw, mode="nearest")[0]
         onehot = F.pad(onehot, prep.pad)
 
-        engine = XMemEngine(network, k, cfg)
-        outputs: list[np.ndarray] = []
+        engine = XMemEngine(network, k, cfg, fast=fast_ops)
+        outputs: list[np.ndarray] = [first.copy()]
+        pending: list[torch.Tensor] = []  # device masks, copied to host once per chunk
         n = len(frames)
         for t, enc in enumerate(encode_frames(network, frames, prep, chunk)):
             prob = engine.step(enc, onehot if t == 0 else None, end=(t == n - 1 and t > 0))
             if t == 0:
-                outputs.append(first.copy())
                 continue
             prob = unpad(prob, prep.pad).float()
             if work_hw != (h, w):
                 prob = F.interpolate(prob.unsqueeze(0), size=(h, w), mode="bilinear",
                                      align_corners=False)[0]
-            outputs.append(lut[prob.argmax(dim=0)].cpu().numpy())
+            pending.append(lut[prob.argmax(dim=0)])
+            if len(pending) >= chunk or t == n - 1:
+                outputs.extend(torch.stack(pending).cpu().numpy())
+                pending.clear()
     if stats is not None:
         mem = engine.memory
         stats.update(consolidations=mem.stats.consolidations, work_elements=mem.work_size,

@@ -35,7 +35,8 @@ class XMemNetwork(nn.Module):
     def __init__(self, key_dim: int = 64, value_dim: int = 512, hidden_dim: int = 64) -> None:
         super().__init__()
         if key_dim <= 0 or value_dim <= 0 or hidden_dim < 0:
-            raise ValueError(f"bad dims key_dim={key_dim} value_dim={value_dim} hidden_dim={hidden_dim}")
+            raise ValueError(
+                f"bad dims key_dim={key_dim} value_dim={value_dim} hidden_dim={hidden_dim}")
         self.key_dim = key_dim
         self.value_dim = value_dim
         self.hidden_dim = hidden_dim
@@ -55,13 +56,17 @@ class XMemNetwork(nn.Module):
         if "value_encoder.fuser.block2.conv2.weight" in state_dict:
             dims["value_dim"] = int(state_dict["value_encoder.fuser.block2.conv2.weight"].shape[0])
         if "decoder.hidden_update.transform.weight" in state_dict:
-            dims["hidden_dim"] = int(state_dict["decoder.hidden_update.transform.weight"].shape[0]) // 3
-        else:
+            transform = state_dict["decoder.hidden_update.transform.weight"]
+            dims["hidden_dim"] = int(transform.shape[0]) // 3
+        elif any(k.startswith("decoder.") for k in state_dict):
+            # An XMem decoder without hidden_update: hidden state disabled.
+            # (A file with no decoder at all is not XMem; keep the defaults so the
+            # error lists the keys a standard checkpoint needs.)
             dims["hidden_dim"] = 0
         return dims
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> "XMemNetwork":
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> XMemNetwork:
         """An (uninitialised-weights) network whose dims fit `state_dict`."""
         return cls(**cls.dims_from_state_dict(state_dict))
 
@@ -75,9 +80,10 @@ class XMemNetwork(nn.Module):
         return key, shrinkage, selection, f16, f8, f4
 
     def encode_value(self, frame: torch.Tensor, f16: torch.Tensor, hidden: torch.Tensor | None,
-                     masks: torch.Tensor, deep_update: bool = True
+                     masks: torch.Tensor, deep_update: bool = True, share_image: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """masks [B, K, H, W] soft probabilities; 'others' = sum of the other objects'."""
+        """masks [B, K, H, W] soft probabilities; 'others' = sum of the other objects'.
+        share_image: compute the image half of the fusion conv once for all objects."""
         k = masks.shape[1]
         if k != 1:
             # Same summation as upstream (index-select then sum), not total - self.
@@ -86,13 +92,14 @@ class XMemNetwork(nn.Module):
                 for i in range(k)], dim=1)
         else:
             others = torch.zeros_like(masks)
-        return self.value_encoder(frame, f16, hidden, masks, others, deep_update)
+        return self.value_encoder(frame, f16, hidden, masks, others, deep_update, share_image)
 
     def segment(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor,
-                readout: torch.Tensor, hidden: torch.Tensor | None, h_out: bool = True
-                ) -> tuple[torch.Tensor | None, torch.Tensor]:
+                readout: torch.Tensor, hidden: torch.Tensor | None, h_out: bool = True,
+                share_image: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Decode and soft-aggregate; returns (new hidden or None, prob [B, K+1, H, W])."""
-        new_hidden, logits = self.decoder(f16, f8, f4, hidden, readout, h_out=h_out)
+        new_hidden, logits = self.decoder(f16, f8, f4, hidden, readout, h_out=h_out,
+                                          share_image=share_image)
         prob = aggregate(torch.sigmoid(logits), dim=1)
         return new_hidden, prob
 

@@ -1,0 +1,40 @@
+"""XMem behind the app: loads an XMem checkpoint and propagates the first mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from xmem import load_network, segment_video
+from xmem.recipe import write_recipe_weights
+
+WEIGHTS_REQUIRED = True
+WORKING_SHORT_SIDE = 480  # XMem's evaluation resolution; smaller videos stay native
+TEST_WEIGHTS_NAME = "XMem.pth"
+
+
+class Tracker:
+    """One loaded network; each `track` call starts with empty memory (like the original app)."""
+
+    def __init__(self, weights_path: Path | None, device: str) -> None:
+        if weights_path is None:
+            raise ValueError("XMem needs a weights file (XMem.pth); got none")
+        self.device = device
+        self.network = load_network(weights_path, device=device)
+
+    def track(self, frames: list[np.ndarray], label_mask: np.ndarray) -> list[np.ndarray]:
+        """frames: HxWx3 uint8 RGB; label_mask: HxW uint8 ids 1..K. fp16 autocast is used
+        only on CUDA (segment_video's default); CPU stays fp32."""
+        return segment_video(self.network, frames, label_mask, size=WORKING_SHORT_SIDE)
+
+
+def make_test_weights(directory: Path) -> Path | None:
+    """Deterministic recipe weights (no download) for offline tests; reused when present."""
+    path = Path(directory) / TEST_WEIGHTS_NAME
+    if path.is_file():
+        return path
+    tmp = path.with_name(path.name + ".partial")
+    write_recipe_weights(tmp)
+    tmp.replace(path)  # atomic: a concurrent reader never sees a half-written file
+    return path

@@ -1,0 +1,197 @@
+"""XMem re-implementation: architecture, golden weight recipe, checkpoint loading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from xmem import CheckpointError, XMemNetwork, load_network, network_from_state_dict
+from xmem.memory import KeyValueStore, MemoryManager, get_similarity, topk_softmax
+from xmem.modules import FeatureFusionBlock
+from xmem.recipe import recipe_state_dict, write_recipe_weights
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "xmem"
+NUM_PARAMETERS = 62_185_224
+
+
+def _shared_file(name: str) -> Path:
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"shared XMem fixture not found at {path} (expected a shared/ checkout "
+                    "beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def recipe() -> dict[str, torch.Tensor]:
+    return recipe_state_dict()
+
+
+@pytest.fixture(scope="module")
+def recipe_file(recipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("xmem") / "XMem.pth"
+    torch.save(recipe, path)
+    return path
+
+
+def test_state_dict_matches_upstream_layout():
+    spec = json.loads(_shared_file("state_dict_shapes.json").read_text())
+    expected = {k: v for k, v in spec.items() if not k.startswith("_")}
+    sd = XMemNetwork().state_dict()
+    assert list(sd) == list(expected)  # same keys, same (upstream) order
+    for key, entry in expected.items():
+        assert list(sd[key].shape) == entry["shape"], key
+        assert str(sd[key].dtype).removeprefix("torch.") == entry["dtype"], key
+    net = XMemNetwork()
+    assert sum(p.numel() for p in net.parameters()) == NUM_PARAMETERS
+    assert sum(k.endswith("num_batches_tracked") for k in sd) == 58
+
+
+def test_dims_read_from_state_dict():
+    small = XMemNetwork(key_dim=32, value_dim=256, hidden_dim=16).state_dict()
+    dims = XMemNetwork.dims_from_state_dict(small)
+    assert dims == {"key_dim": 32, "value_dim": 256, "hidden_dim": 16}
+    no_hidden = XMemNetwork(hidden_dim=0).state_dict()
+    assert not any("hidden" in k for k in no_hidden)
+    assert XMemNetwork.dims_from_state_dict(no_hidden)["hidden_dim"] == 0
+
+
+def test_recipe_is_bit_exact(recipe):
+    manifest = json.loads(_shared_file("golden/weights_manifest.json").read_text())
+    entries = manifest["entries"]
+    assert [e["key"] for e in entries] == list(recipe)
+    for e in entries:
+        t = recipe[e["key"]]
+        assert list(t.shape) == e["shape"], e["key"]
+        assert str(t.dtype).removeprefix("torch.") == e["dtype"], e["key"]
+        digest = hashlib.sha256(t.numpy().tobytes()).hexdigest()
+        assert digest == e["sha256"], f"recipe value differs for {e['key']} (i={e['i']})"
+
+
+def test_write_and_load_recipe_weights(recipe, tmp_path):
+    path = write_recipe_weights(tmp_path / "w.pth")
+    net = load_network(path)
+    assert not net.training
+    sd = net.state_dict()
+    assert all(torch.equal(sd[k], recipe[k]) for k in recipe)
+
+
+def test_load_errors_name_bad_keys(recipe):
+    sd = dict(recipe)
+    del sd["decoder.pred.weight"]
+    sd["decoder.extra.weight"] = torch.zeros(3)
+    sd["key_encoder.bn1.weight"] = torch.zeros(65)
+    with pytest.raises(CheckpointError) as info:
+        network_from_state_dict(sd)
+    msg = str(info.value)
+    assert "1 missing" in msg and "decoder.pred.weight" in msg
+    assert "1 unexpected" in msg and "decoder.extra.weight" in msg
+    assert "1 mis-shaped" in msg and "key_encoder.bn1.weight [65]" in msg
+
+
+def test_load_network_rejects_wrong_file(tmp_path):
+    path = tmp_path / "not_xmem.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    expected = r"412 missing key\(s\).*1 unexpected key\(s\): fc.weight"
+    with pytest.raises(CheckpointError, match=expected):
+        load_network(path)
+    bad = tmp_path / "garbage.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_network(bad)
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_malicious_pickle_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"key_proj.key_proj.weight": _Exploit(marker)}, f)
+    with pytest.raises(CheckpointError, match="refused for safety"):
+        load_network(path)
+    assert not marker.exists()
+    torch.save({"x": _Exploit(marker)}, tmp_path / "evil2.pth")
+    with pytest.raises(CheckpointError, match="refused for safety"):
+        load_network(tmp_path / "evil2.pth")
+    assert not marker.exists()
+
+
+def test_single_object_checkpoint_is_widened(recipe):
+    sd = dict(recipe)
+    w = sd["value_encoder.conv1.weight"]
+    sd["value_encoder.conv1.weight"] = w[:, :4].clone()
+    net = network_from_state_dict(sd)
+    got = net.state_dict()["value_encoder.conv1.weight"]
+    assert got.shape == (64, 5, 7, 7)
+    assert torch.equal(got[:, :4], w[:, :4]) and not got[:, 4].any()
+
+
+# ------------------------------------------------------------------- memory weak spots
+def test_topk_softmax_far_keys_no_nan():
+    sim = torch.full((1, 50, 7), -1e4)
+    sim[0, 3] = -2e4
+    aff = topk_softmax(sim, top_k=30)
+    assert torch.isfinite(aff).all()
+    assert torch.allclose(aff.sum(dim=1), torch.ones(1, 7))
+    # also through the similarity: memory keys far from the query
+    mk = torch.full((1, 64, 40), 100.0)
+    qk = torch.zeros((1, 64, 2, 3))
+    aff = topk_softmax(get_similarity(mk, torch.ones(1, 1, 40), qk, torch.ones(1, 64, 2, 3)), 30)
+    assert torch.isfinite(aff).all() and torch.allclose(aff.sum(dim=1), torch.ones(1, 6))
+
+
+def test_topk_capped_at_memory_size():
+    aff = topk_softmax(torch.randn(1, 6, 4), top_k=30)
+    assert torch.allclose(aff.sum(dim=1), torch.ones(1, 4))
+
+
+def test_obsolete_removal_on_ties_drops_exactly_requested():
+    store = KeyValueStore(count_usage=True)
+    n = 20
+    store.add(torch.arange(n, dtype=torch.float32).view(1, 1, n).repeat(1, 4, 1),
+              torch.zeros(2, 8, n), torch.ones(1, 1, n), None)
+    store.update_usage(torch.full((n,), 0.5))  # every element has the same usage
+    removed = store.remove_obsolete(max_size=15)
+    assert removed == 5 and store.size == 15
+    assert store.value.shape[-1] == 15 and store.use_count.shape[-1] == 15
+
+
+def test_sparse_memory_read_matches_dense():
+    from xmem.inference import DEFAULT_CONFIG
+    torch.manual_seed(0)
+    managers = [MemoryManager(DEFAULT_CONFIG, hidden_dim=4, fast=f) for f in (False, True)]
+    for t in range(12):  # 12 memory frames of 4x5: triggers a consolidation
+        key, s = torch.randn(1, 8, 4, 5), torch.rand(1, 1, 4, 5) + 1
+        value, sel = torch.randn(1, 2, 6, 4, 5), torch.rand(1, 8, 4, 5)
+        q, qe = torch.randn(1, 8, 4, 5), torch.rand(1, 8, 4, 5)
+        reads = [m.match_memory(q, qe) for m in managers] if t else None
+        if reads:
+            assert torch.allclose(reads[0], reads[1], atol=1e-5), t
+        for m in managers:
+            m.add_memory(key, s, value, sel)
+    dense, fast = managers
+    assert dense.stats.consolidations == fast.stats.consolidations == 1
+    assert torch.allclose(dense.work.use_count, fast.work.use_count, atol=1e-5)
+    assert torch.allclose(dense.long.use_count, fast.long.use_count, atol=1e-5)
+
+
+def test_shared_image_fusion_matches_concatenation():
+    torch.manual_seed(0)
+    fuser = FeatureFusionBlock(16, 8, 32, 32).eval()
+    x, g = torch.randn(1, 16, 5, 6), torch.randn(1, 3, 8, 5, 6)
+    with torch.inference_mode():
+        assert torch.allclose(fuser(x, g, share_image=True), fuser(x, g), atol=1e-5)
