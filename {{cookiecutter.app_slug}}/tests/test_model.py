@@ -83,8 +83,12 @@ def test_model_module_contract(test_weights: Path | None) -> None:
 
 
 def test_stub_track_points_to_model_py(tracker: model.Tracker, clip: synthetic.Clip) -> None:
-    with pytest.raises(NotImplementedError, match="model.py"):
-        tracker.track(clip.frames, (clip.masks[0] > 0).astype(np.uint8))
+    try:
+        tracker.track(clip.frames[:2], (clip.masks[0] > 0).astype(np.uint8))
+    except NotImplementedError as error:
+        assert "model.py" in str(error)
+    else:
+        pytest.skip("model.py is filled in: the stub's NotImplementedError no longer applies")
 {%- endif %}
 
 
