@@ -101,9 +101,11 @@ def find_videos(data_dir: Path, names: Sequence[str] | None = None) -> list[Vide
         raise EvaluationError(f"{gt_root}: no video folders")
     videos = []
     for name in available:
-        images = sorted(
-            p for p in (image_root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-        ) if (image_root / name).is_dir() else []
+        images = (
+            sorted(p for p in (image_root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if (image_root / name).is_dir()
+            else []
+        )
         annotations = sorted((gt_root / name).glob("*.png"))
         if not images:
             raise EvaluationError(f"{image_root / name}: no .jpg/.png frames")
@@ -231,9 +233,7 @@ def run_benchmark(gt_dir: Path, pred_dir: Path, timeout_s: float) -> dict[str, d
         if line.startswith(RESULT_MARK):
             return json.loads(line[len(RESULT_MARK) :])
     tail = (stdout + stderr).strip().splitlines()[-8:]
-    raise EvaluationError(
-        f"vos-benchmark failed (exit {process.returncode}): " + " | ".join(tail)
-    )
+    raise EvaluationError(f"vos-benchmark failed (exit {process.returncode}): " + " | ".join(tail))
 
 
 def score(videos: Sequence[Video], pred_dir: Path, timeout_s: float) -> dict[str, dict]:
@@ -260,8 +260,13 @@ def summarize(raw: dict[str, dict], videos: Sequence[Video]) -> dict:
         entry = raw.get(video.name, {"J": {}, "F": {}})
         ids = sorted(entry["J"], key=int)
         if not ids:
-            per_video[video.name] = {"J": None, "F": None, "J&F": None, "objects": {},
-                                     "note": "not scored: fewer than 3 annotated frames"}
+            per_video[video.name] = {
+                "J": None,
+                "F": None,
+                "J&F": None,
+                "objects": {},
+                "note": "not scored: fewer than 3 annotated frames",
+            }
             continue
         js = [entry["J"][i] for i in ids]
         fs = [entry["F"][i] for i in ids]
@@ -354,10 +359,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default=None, help="weights file (default: as the app)")
     parser.add_argument("--device", default="cuda", help="cuda (falls back to cpu) or cpu")
     parser.add_argument("--size", type=int, default=None, help="track at short side <= N px")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                        help="seconds allowed for scoring (default %(default)s)")
-    parser.add_argument("--predictions", type=Path, default=None,
-                        help="score DIR/<video>/*.png instead of running the tracker")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds allowed for scoring (default %(default)s)",
+    )
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        help="score DIR/<video>/*.png instead of running the tracker",
+    )
     parser.add_argument("--no-overlays", action="store_true", help="skip the GIF/PNG overlays")
     return parser
 
@@ -393,8 +406,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     if not args.no_overlays:
         for video in tqdm(videos, desc="overlays", unit="video", disable=None):
             frames = [read_frame(p) for p in video.images]
-            preds = [_read_prediction(pred_dir / video.name / f"{s}.png", f.shape[:2])
-                     for s, f in zip(video.stems, frames, strict=True)]
+            preds = [
+                _read_prediction(pred_dir / video.name / f"{s}.png", f.shape[:2])
+                for s, f in zip(video.stems, frames, strict=True)
+            ]
             gif, sheet = write_overlays(frames, preds, out / "overlays", video.name)
             summary["videos"][video.name]["overlays"] = [str(gif), str(sheet)]
     return summary

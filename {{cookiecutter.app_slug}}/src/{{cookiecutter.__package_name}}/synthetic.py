@@ -212,7 +212,10 @@ def make_clip(
                 _shape_mask(obj, t), matrix, (width, height), flags=cv2.INTER_LINEAR
             )
             texture = cv2.warpAffine(
-                obj.sprite, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                obj.sprite,
+                matrix,
+                (width, height),
+                flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REPLICATE,
             )
             image = image * (1.0 - alpha[..., None]) + texture * alpha[..., None]
