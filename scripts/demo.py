@@ -68,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     env[settings.MODEL_DIR_ENV] = str(out / "model_dir")
     (out / "app_data").mkdir(parents=True, exist_ok=True)
     server = Server(app, env, out / "server.log").start()
-    print(
-        f"serving {server.base_url} (log: {out / 'server.log'}, started in {server.startup_s:.1f} s)"
-    )
+    log = out / "server.log"
+    print(f"serving {server.base_url} (log: {log}, started in {server.startup_s:.1f} s)")
     results = {}
     try:
         for video in evaluate.find_videos(app / "sample"):
