@@ -1,0 +1,294 @@
+"""Tracker throughput of the app's ``predict`` path: ``tracking.run_tracker(tracker, frames,
+mask)`` for the optical-flow starter and for XMem, and XMem's batched path against its plain
+one-frame-at-a-time loop.
+
+Usage: ``python benchmarks/bench_tracker.py [--quick] [--out FILE]``. ``run_all.py`` runs it
+in its own process. Prints a table and writes ``results/tracker.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import _common as C
+import numpy as np
+
+NAME = "tracker"
+TITLE = "Tracker throughput (`predict` path: `tracking.run_tracker`)"
+IDS = (3, 7, 11)  # sparse caller ids, so the id compaction of run_tracker is exercised
+XMEM_SHORT_SIDE = 480  # segment_video(size=...): XMem's evaluation resolution, the app's too
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one run; QUICK only checks that every code path works."""
+
+    sizes: tuple[tuple[int, int], ...]
+    frames: int
+    objects: tuple[int, ...]
+    flow_reps: int
+    xmem_reps: int
+    compare_size: tuple[int, int]
+    compare_objects: tuple[int, ...]
+
+
+FULL = Plan(((240, 427), (480, 854)), 30, (1, 3), 3, 1, (480, 854), (1, 3))
+QUICK = Plan(((96, 171), (128, 228)), 6, (1, 3), 2, 1, (128, 228), (1, 3))
+
+
+class XMemSegmenter:
+    """The ``Tracker.track`` contract over ``xmem.segment_video``, with the speed switches
+    exposed so the batched and the plain loop run through the very same ``run_tracker``."""
+
+    def __init__(self, network: Any, switches: dict[str, bool]) -> None:
+        self.network = network
+        self.switches = dict(switches)
+
+    def track(self, frames: list[np.ndarray], label_mask: np.ndarray) -> list[np.ndarray]:
+        from xmem import segment_video
+
+        return segment_video(
+            self.network, frames, label_mask, size=XMEM_SHORT_SIDE, **self.switches
+        )
+
+
+def plain_switches() -> dict[str, bool]:
+    """Keyword arguments of ``segment_video`` that select the plain upstream loop.
+
+    ``batch_keys=False`` encodes keys one frame at a time, ``fast_ops=False`` uses the dense
+    memory read; only the switches this version of ``segment_video`` has are passed.
+    """
+    from xmem import segment_video
+
+    params = inspect.signature(segment_video).parameters
+    switches = {name: False for name in ("batch_keys", "fast_ops") if name in params}
+    if "batch_keys" not in switches:
+        raise RuntimeError("xmem.segment_video has no batch_keys switch; cannot compare")
+    return switches
+
+
+def make_clip(pkg: ModuleType, height: int, width: int, frames: int, objects: int) -> Any:
+    synthetic = import_module(f"{pkg.__name__}.synthetic")
+    return synthetic.make_clip(
+        num_frames=frames, height=height, width=width, ids=IDS[:objects], seed=0
+    )
+
+
+def measure(run_tracker: Any, tracker: Any, clip: Any, reps: int) -> tuple[dict, list]:
+    """First-frame cost (a 1-frame call), total for all frames (median of ``reps``) after a
+    2-frame warm-up (one-off allocations and kernel selection are not per-frame costs)."""
+    frames, mask = clip.frames, clip.masks[0]
+    run_tracker(tracker, frames[:2], mask)
+    first = C.median([C.timed(lambda: run_tracker(tracker, frames[:1], mask))[0]
+                      for _ in range(reps)])
+    totals: list[float] = []
+    outputs: list[np.ndarray] = []
+    for _ in range(reps):
+        seconds, outputs = C.timed(lambda: run_tracker(tracker, frames, mask))
+        totals.append(seconds)
+    total = C.median(totals)
+    per_frame = (total - first) / max(1, len(frames) - 1)
+    row = {
+        "first_frame_ms": first * 1000,
+        "total_s": total,
+        "totals_s": totals,
+        "ms_per_frame": per_frame * 1000,
+        "fps": 1.0 / per_frame if per_frame > 0 else None,
+    }
+    return row, outputs
+
+
+def mean_j(pkg: ModuleType, outputs: list, clip: Any) -> float:
+    synthetic = import_module(f"{pkg.__name__}.synthetic")
+    return float(synthetic.mean_j(outputs, clip.masks, clip.ids))
+
+
+def agreement(a: list[np.ndarray], b: list[np.ndarray]) -> dict[str, Any]:
+    """How far two runs' masks differ (frames after the annotated one)."""
+    differing = sum(int(np.count_nonzero(x != y)) for x, y in zip(a[1:], b[1:], strict=True))
+    total = sum(int(x.size) for x in a[1:])
+    return {
+        "identical": differing == 0,
+        "differing_pixels": differing,
+        "agreement_pct": 100.0 * (1 - differing / total) if total else 100.0,
+    }
+
+
+def devices() -> list[str]:
+    import torch
+
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def bench_flow(pkg: ModuleType, clips: dict, plan: Plan) -> list[dict]:
+    """Optical-flow starter: OpenCV on CPU whatever the device (it accepts and ignores it)."""
+    model = import_module(f"{pkg.__name__}.model")
+    run_tracker = import_module(f"{pkg.__name__}.tracking").run_tracker
+    rows = []
+    for (height, width, objects), clip in clips.items():
+        tracker = model.Tracker(None, "cpu")
+        row, outputs = measure(run_tracker, tracker, clip, plan.flow_reps)
+        row.update(model="optical-flow", device="cpu", height=height, width=width,
+                   objects=objects, frames=len(clip.frames), reps=plan.flow_reps,
+                   j=mean_j(pkg, outputs, clip))
+        progress(row)
+        rows.append(row)
+    return rows
+
+
+def bench_xmem(pkg: ModuleType, clips: dict, plan: Plan) -> tuple[list[dict], list[dict]]:
+    """XMem (recipe weights) on every device, then batched vs plain at ``compare_size``."""
+    C.xmem_on_path()
+    from xmem import load_network
+
+    run_tracker = import_module(f"{pkg.__name__}.tracking").run_tracker
+    weights = C.xmem_weights()
+    plain = plain_switches()
+    batched = {name: True for name in plain}
+    rows: list[dict] = []
+    compare: list[dict] = []
+    for device in devices():
+        network = load_network(weights, device=device)
+        fast = XMemSegmenter(network, batched)
+        for (height, width, objects), clip in clips.items():
+            row, outputs = measure(run_tracker, fast, clip, plan.xmem_reps)
+            row.update(model="XMem", device=device, height=height, width=width,
+                       objects=objects, frames=len(clip.frames), reps=plan.xmem_reps,
+                       j=mean_j(pkg, outputs, clip))
+            progress(row)
+            rows.append(row)
+            if (height, width) == plan.compare_size and objects in plan.compare_objects:
+                slow = XMemSegmenter(network, plain)
+                slow_row, slow_out = measure(run_tracker, slow, clip, plan.xmem_reps)
+                item = {
+                    "device": device, "height": height, "width": width, "objects": objects,
+                    "frames": len(clip.frames), "batched_s": row["total_s"],
+                    "plain_s": slow_row["total_s"],
+                    "plain_ms_per_frame": slow_row["ms_per_frame"],
+                    "batched_ms_per_frame": row["ms_per_frame"],
+                    "speedup": slow_row["total_s"] / row["total_s"],
+                    "plain_switches": plain, **agreement(outputs, slow_out),
+                }
+                print(f"  batched vs plain {height}p {objects} obj: {item['speedup']:.2f}x, "
+                      f"agreement {item['agreement_pct']:.4f}%", flush=True)
+                compare.append(item)
+        del network
+    return rows, compare
+
+
+def progress(row: dict) -> None:
+    print(f"  {row['model']:>12} {row['device']:>4} {row['height']}x{row['width']} "
+          f"{row['objects']} obj: {row['ms_per_frame']:.1f} ms/frame "
+          f"(first {row['first_frame_ms']:.1f} ms)", flush=True)
+
+
+def build_clips(pkg: ModuleType, plan: Plan) -> dict[tuple[int, int, int], Any]:
+    return {
+        (h, w, k): make_clip(pkg, h, w, plan.frames, k)
+        for (h, w) in plan.sizes
+        for k in plan.objects
+    }
+
+
+def run(plan: Plan) -> dict[str, Any]:
+    threads = C.use_all_cores()
+    import cv2
+
+    with tempfile.TemporaryDirectory(prefix="bench-tracker-") as tmp:
+        app = C.bake_app(Path(tmp))
+        pkg = C.import_baked(app)
+        clips = build_clips(pkg, plan)
+        flow_rows = bench_flow(pkg, clips, plan)
+        xmem_rows, compare = bench_xmem(pkg, clips, plan)
+    return {
+        "plan": plan.__dict__,
+        "torch_threads": threads,
+        "opencv_threads": int(cv2.getNumThreads()),
+        "cuda": C.cuda_device_name(),
+        "xmem_short_side": XMEM_SHORT_SIDE,
+        "rows": flow_rows + xmem_rows,
+        "compare": compare,
+    }
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    headers = ["model", "device", "frame (HxW)", "objects", "frames", "first frame ms",
+               "ms/frame", "fps", "total s", "J (sanity)"]
+    rows = []
+    for r in data["rows"]:
+        j = r["j"] if r["model"] != "XMem" else None  # recipe weights: J means nothing
+        rows.append([r["model"], r["device"], f"{r['height']}x{r['width']}", r["objects"],
+                     r["frames"], r["first_frame_ms"], r["ms_per_frame"], C.fmt(r["fps"], 2),
+                     C.fmt(r["total_s"], 2), C.fmt(j, 3)])
+    return headers, rows
+
+
+def compare_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    headers = ["device", "frame (HxW)", "objects", "frames", "plain s", "batched s",
+               "speed-up", "masks identical", "pixel agreement %", "differing px"]
+    rows = [[c["device"], f"{c['height']}x{c['width']}", c["objects"], c["frames"],
+             C.fmt(c["plain_s"], 2), C.fmt(c["batched_s"], 2), f"{c['speedup']:.2f}x",
+             c["identical"], C.fmt(c["agreement_pct"], 4), c["differing_pixels"]]
+            for c in data["compare"]]
+    return headers, rows
+
+
+def print_tables(data: dict[str, Any]) -> None:
+    C.print_table(TITLE, *table_rows(data))
+    C.print_table("XMem: batched path vs plain one-frame-at-a-time loop", *compare_rows(data))
+
+
+def render(data: dict[str, Any]) -> str:
+    """Markdown section for RESULTS.md."""
+    plan = data["plan"]
+    switches = ", ".join(f"`{k}=False`" for k in
+                         (data["compare"][0]["plain_switches"] if data["compare"] else {}))
+    return "\n\n".join([
+        C.markdown_table(*table_rows(data)),
+        "**XMem: batched path vs plain one-frame-at-a-time loop**",
+        C.markdown_table(*compare_rows(data)),
+        "How measured: synthetic 16:9 clips (`synthetic.make_clip`, seed 0, object ids "
+        f"{', '.join(map(str, IDS[:max(plan['objects'])]))}), {plan['frames']} frames, "
+        "timed around `tracking.run_tracker(tracker, frames, mask)` of an app baked with the "
+        "default answers (the app's `predict` minus its lock). Each configuration gets a "
+        "2-frame warm-up call first. *first frame ms* is a 1-frame call (validation, and for "
+        "XMem encoding the annotated frame into memory; the optical-flow starter does no work "
+        "for one frame); *ms/frame* = (total − first frame) / (frames − 1); *fps* = 1000 / "
+        f"ms/frame; *total s* is the median of {plan['flow_reps']} runs (optical flow) or "
+        f"{plan['xmem_reps']} run (XMem). torch threads = {data['torch_threads']} "
+        f"(all cores), OpenCV threads = {data['opencv_threads']}; CUDA: "
+        f"{data['cuda'] or 'not available, CPU only'}. XMem is the reference app's "
+        f"re-implementation (`xmem.load_network` + `segment_video(size={data['xmem_short_side']})`, "
+        "fp32 on CPU) with deterministic recipe weights (same shapes and cost as XMem.pth; "
+        "their masks are meaningless, so J is shown for the optical-flow starter only, "
+        "as a check that it tracked). The batched path is `segment_video`'s default (keys "
+        "encoded 8 frames per pass, fused memory read); the plain loop is "
+        f"{switches or 'the one-frame-at-a-time switches'} through the same `run_tracker`; "
+        "speed-up = plain total / batched total for the same frames, and the masks of the two "
+        "runs are compared pixel by pixel.",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    C.add_common_args(parser)
+    args = parser.parse_args(argv)
+    data = run(QUICK if args.quick else FULL)
+    print_tables(data)
+    C.write_result(C.out_path(NAME, args.quick, args.out), NAME, args.quick, data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
