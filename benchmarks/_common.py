@@ -28,7 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "benchmarks"
 CACHE_DIR = BENCH_DIR / ".cache"
 TEMPLATE_APP_DIR = REPO / "{{cookiecutter.app_slug}}"
-SERVER_HELPER = TEMPLATE_APP_DIR / "tests" / "_server.py"
 REFERENCE_DIR = REPO / "reference_xmem"
 XMEM_SRC = REFERENCE_DIR / "src"
 XMEM_WEIGHTS = CACHE_DIR / "xmem-recipe-v1.pth"
@@ -108,7 +107,9 @@ def versions() -> dict[str, str]:
         "python": platform.python_version(),
         "torch": package_version("torch"),
         "numpy": package_version("numpy"),
-        "opencv": package_version("opencv-python", "opencv-python-headless", "opencv-contrib-python"),
+        "opencv": package_version(
+            "opencv-python", "opencv-python-headless", "opencv-contrib-python"
+        ),
         "supervisely": package_version("supervisely"),
         "cookiecutter": package_version("cookiecutter"),
     }
@@ -167,10 +168,12 @@ def import_by_path(name: str, path: Path) -> ModuleType:
     return module
 
 
-def server_helper() -> ModuleType:
-    """The template's ``tests/_server.py`` (real uvicorn server + request encoding), reused
-    so the benchmark talks to the app exactly as its own tests do."""
-    return import_by_path("_bench_server_helper", SERVER_HELPER)
+def server_helper(app_root: Path) -> ModuleType:
+    """A baked app's ``tests/_server.py`` (real uvicorn server, and the request encoding of
+    the package's ``client`` module), reused so the benchmark talks to the app exactly as
+    its own tests do. Rendered by the bake, so it is imported from a baked app (whose
+    ``src`` ``import_baked`` has put on ``sys.path``)."""
+    return import_by_path("_bench_server_helper", app_root / "tests" / "_server.py")
 
 
 @contextlib.contextmanager
@@ -248,13 +251,29 @@ def server_env(app_data_dir: Path, **extra: str) -> dict[str, str]:
 # ---------------------------------------------------------------- results
 
 
+def repo_relative(text: str) -> str:
+    """A path inside the repository as the relative path a reader can type; else as is."""
+    path = Path(text)
+    if not path.is_absolute():
+        return text
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return text
+
+
+def shown_command() -> str:
+    """This process's command line, with repository paths made relative."""
+    return " ".join(repo_relative(part) for part in [sys.executable, *sys.argv])
+
+
 def write_result(path: Path, name: str, quick: bool, data: dict[str, Any]) -> None:
     """Write one benchmark's raw numbers with the machine and versions they came from."""
     record = {
         "name": name,
         "quick": quick,
         "date": now_iso(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": shown_command(),
         "machine": machine_info(),
         "versions": versions(),
         **data,
@@ -307,8 +326,9 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
     print(f"\n{title}")
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
-    for row in cells:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    for row in cells:  # first column (a name) left, numbers right
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     sys.stdout.flush()
 
 

@@ -12,7 +12,8 @@ import argparse
 import inspect
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
 from types import ModuleType
@@ -41,7 +42,7 @@ class Plan:
 
 
 FULL = Plan(((240, 427), (480, 854)), 30, (1, 3), 3, 1, (480, 854), (1, 3))
-QUICK = Plan(((96, 171), (128, 228)), 6, (1, 3), 2, 1, (128, 228), (1, 3))
+QUICK = Plan(((64, 114), (96, 171)), 4, (1, 3), 2, 1, (96, 171), (1, 3))
 
 
 class XMemSegmenter:
@@ -144,20 +145,74 @@ def bench_flow(pkg: ModuleType, clips: dict, plan: Plan) -> list[dict]:
     return rows
 
 
-def bench_xmem(pkg: ModuleType, clips: dict, plan: Plan) -> tuple[list[dict], list[dict]]:
-    """XMem (recipe weights) on every device, then batched vs plain at ``compare_size``."""
+@dataclass
+class Budget:
+    """Wall-clock allowance of this benchmark; ``None`` seconds = unlimited. Only the
+    optional comparisons (objects after the first) are skipped when they would not fit."""
+
+    seconds: float | None
+    began: float = field(default_factory=time.perf_counter)
+
+    def fits(self, projected_s: float) -> bool:
+        if self.seconds is None:
+            return True
+        return time.perf_counter() - self.began + projected_s <= self.seconds
+
+
+def compare_one(run_tracker: Any, network: Any, plain: dict, case: dict, reps: int) -> dict:
+    """Plain loop on the clip the batched path already ran; speed-up and mask agreement."""
+    clip, row = case["clip"], case["row"]
+    slow_row, slow_out = measure(run_tracker, XMemSegmenter(network, plain), clip, reps)
+    item = {
+        "device": row["device"], "height": row["height"], "width": row["width"],
+        "objects": row["objects"], "frames": row["frames"], "batched_s": row["total_s"],
+        "plain_s": slow_row["total_s"], "batched_ms_per_frame": row["ms_per_frame"],
+        "plain_ms_per_frame": slow_row["ms_per_frame"],
+        "speedup": slow_row["total_s"] / row["total_s"], "plain_switches": plain,
+        **agreement(case["outputs"], slow_out),
+    }
+    print(f"  batched vs plain {item['height']}p {item['objects']} obj: "
+          f"{item['speedup']:.2f}x, agreement {item['agreement_pct']:.4f}%", flush=True)
+    return item
+
+
+def run_compare(run_tracker: Any, network: Any, cases: list[dict], plan: Plan,
+                budget: Budget) -> tuple[list[dict], list[str]]:
+    """The first case always runs; later ones only if their projected time (batched time x
+    the plain/batched ratio seen so far) fits in the budget."""
+    plain = plain_switches()
+    done: list[dict] = []
+    skipped: list[str] = []
+    for index, case in enumerate(cases):
+        ratio = done[-1]["speedup"] if done else 1.5
+        projected = case["row"]["total_s"] * ratio * 1.1 + 2 * case["row"]["first_frame_ms"] / 1e3
+        if index and not budget.fits(projected):
+            row = case["row"]
+            skipped.append(f"{row['device']} {row['height']}p {row['objects']} objects: "
+                           f"projected {projected / 60:.1f} min did not fit the budget")
+            print(f"  skipped comparison: {skipped[-1]}", flush=True)
+            continue
+        done.append(compare_one(run_tracker, network, plain, case, plan.xmem_reps))
+    return done, skipped
+
+
+def bench_xmem(pkg: ModuleType, clips: dict, plan: Plan, budget: Budget
+               ) -> tuple[list[dict], list[dict], list[str]]:
+    """XMem (recipe weights) on every device; then, per device, batched vs plain at
+    ``compare_size`` (after all configurations, so only the optional part can be cut)."""
     C.xmem_on_path()
     from xmem import load_network
 
     run_tracker = import_module(f"{pkg.__name__}.tracking").run_tracker
     weights = C.xmem_weights()
-    plain = plain_switches()
-    batched = {name: True for name in plain}
+    batched = {name: True for name in plain_switches()}
     rows: list[dict] = []
     compare: list[dict] = []
+    skipped: list[str] = []
     for device in devices():
         network = load_network(weights, device=device)
         fast = XMemSegmenter(network, batched)
+        cases: list[dict] = []
         for (height, width, objects), clip in clips.items():
             row, outputs = measure(run_tracker, fast, clip, plan.xmem_reps)
             row.update(model="XMem", device=device, height=height, width=width,
@@ -166,22 +221,13 @@ def bench_xmem(pkg: ModuleType, clips: dict, plan: Plan) -> tuple[list[dict], li
             progress(row)
             rows.append(row)
             if (height, width) == plan.compare_size and objects in plan.compare_objects:
-                slow = XMemSegmenter(network, plain)
-                slow_row, slow_out = measure(run_tracker, slow, clip, plan.xmem_reps)
-                item = {
-                    "device": device, "height": height, "width": width, "objects": objects,
-                    "frames": len(clip.frames), "batched_s": row["total_s"],
-                    "plain_s": slow_row["total_s"],
-                    "plain_ms_per_frame": slow_row["ms_per_frame"],
-                    "batched_ms_per_frame": row["ms_per_frame"],
-                    "speedup": slow_row["total_s"] / row["total_s"],
-                    "plain_switches": plain, **agreement(outputs, slow_out),
-                }
-                print(f"  batched vs plain {height}p {objects} obj: {item['speedup']:.2f}x, "
-                      f"agreement {item['agreement_pct']:.4f}%", flush=True)
-                compare.append(item)
-        del network
-    return rows, compare
+                cases.append({"clip": clip, "row": row, "outputs": outputs})
+        cases.sort(key=lambda case: case["row"]["objects"])
+        done, cut = run_compare(run_tracker, network, cases, plan, budget)
+        compare += done
+        skipped += cut
+        del network, cases
+    return rows, compare, skipped
 
 
 def progress(row: dict) -> None:
@@ -198,7 +244,7 @@ def build_clips(pkg: ModuleType, plan: Plan) -> dict[tuple[int, int, int], Any]:
     }
 
 
-def run(plan: Plan) -> dict[str, Any]:
+def run(plan: Plan, budget: Budget) -> dict[str, Any]:
     threads = C.use_all_cores()
     import cv2
 
@@ -207,7 +253,7 @@ def run(plan: Plan) -> dict[str, Any]:
         pkg = C.import_baked(app)
         clips = build_clips(pkg, plan)
         flow_rows = bench_flow(pkg, clips, plan)
-        xmem_rows, compare = bench_xmem(pkg, clips, plan)
+        xmem_rows, compare, skipped = bench_xmem(pkg, clips, plan, budget)
     return {
         "plan": plan.__dict__,
         "torch_threads": threads,
@@ -216,6 +262,8 @@ def run(plan: Plan) -> dict[str, Any]:
         "xmem_short_side": XMEM_SHORT_SIDE,
         "rows": flow_rows + xmem_rows,
         "compare": compare,
+        "compare_skipped": skipped,
+        "budget_s": budget.seconds,
     }
 
 
@@ -247,6 +295,8 @@ def compare_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 def print_tables(data: dict[str, Any]) -> None:
     C.print_table(TITLE, *table_rows(data))
     C.print_table("XMem: batched path vs plain one-frame-at-a-time loop", *compare_rows(data))
+    for line in data["compare_skipped"]:
+        print(f"comparison skipped: {line}")
 
 
 def render(data: dict[str, Any]) -> str:
@@ -258,6 +308,7 @@ def render(data: dict[str, Any]) -> str:
         C.markdown_table(*table_rows(data)),
         "**XMem: batched path vs plain one-frame-at-a-time loop**",
         C.markdown_table(*compare_rows(data)),
+        *[f"Comparison skipped: {line}." for line in data.get("compare_skipped", [])],
         "How measured: synthetic 16:9 clips (`synthetic.make_clip`, seed 0, object ids "
         f"{', '.join(map(str, IDS[:max(plan['objects'])]))}), {plan['frames']} frames, "
         "timed around `tracking.run_tracker(tracker, frames, mask)` of an app baked with the "
@@ -269,7 +320,8 @@ def render(data: dict[str, Any]) -> str:
         f"{plan['xmem_reps']} run (XMem). torch threads = {data['torch_threads']} "
         f"(all cores), OpenCV threads = {data['opencv_threads']}; CUDA: "
         f"{data['cuda'] or 'not available, CPU only'}. XMem is the reference app's "
-        f"re-implementation (`xmem.load_network` + `segment_video(size={data['xmem_short_side']})`, "
+        "re-implementation (`xmem.load_network` + "
+        f"`segment_video(size={data['xmem_short_side']})`, "
         "fp32 on CPU) with deterministic recipe weights (same shapes and cost as XMem.pth; "
         "their masks are meaningless, so J is shown for the optical-flow starter only, "
         "as a check that it tracked). The batched path is `segment_video`'s default (keys "
@@ -283,8 +335,10 @@ def render(data: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     C.add_common_args(parser)
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="seconds this benchmark may take (optional comparisons are cut)")
     args = parser.parse_args(argv)
-    data = run(QUICK if args.quick else FULL)
+    data = run(QUICK if args.quick else FULL, Budget(args.budget_s))
     print_tables(data)
     C.write_result(C.out_path(NAME, args.quick, args.out), NAME, args.quick, data)
     return 0

@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from xmem import XMemNetwork, network_from_state_dict, segment_video
-from xmem.inference import FramePreprocessor, XMemEngine, pad_amounts, resolve_config, unpad
+from xmem.inference import (
+    EncodedFrame,
+    FramePreprocessor,
+    XMemEngine,
+    pad_amounts,
+    resolve_config,
+    unpad,
+)
 from xmem.recipe import recipe_state_dict
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "xmem"
@@ -142,7 +149,6 @@ def test_padding_path_matches_manual_padding(net, golden):
 
 
 def _encode(net, image):
-    from xmem.inference import EncodedFrame
     key, s, e, f16, f8, f4 = net.encode_key(image)
     return EncodedFrame(image, key, s, e, f16, f8, f4)
 

@@ -1,0 +1,164 @@
+"""Run every benchmark, each in its own process, and write ``benchmarks/RESULTS.md``.
+
+A fresh process per benchmark keeps their memory (RSS) and thread pools apart. Each writes
+its raw numbers to ``benchmarks/results/<name>.json``; this script renders all four tables
+from those files, so ``--only NAME`` refreshes one table and keeps the others.
+
+Usage (``make bench`` runs the first)::
+
+    .venv/bin/python benchmarks/run_all.py
+    .venv/bin/python benchmarks/run_all.py --quick            # tiny sizes: smoke test
+    .venv/bin/python benchmarks/run_all.py --only serving     # one benchmark
+
+The XMem memory benchmark runs last and picks its video lengths from what is left of
+``--budget-min`` (default 45), and the tracker benchmark drops its optional 3-object
+batched-vs-plain comparison when it would overrun its share, so the whole run stays near the
+budget on a slower machine (the configurations themselves are never cut).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import _common as C
+
+# Order of the sections in RESULTS.md.
+SECTIONS = {
+    "tracker": ("bench_tracker", "1. Tracker throughput"),
+    "xmem_memory": ("bench_xmem_memory", "2. XMem memory on a long video"),
+    "serving": ("bench_serving", "3. Serving overhead"),
+    "template": ("bench_template", "4. Template: bake and install"),
+}
+# Order of the runs: the memory benchmark adapts its lengths to the budget left, so it is last.
+RUN_ORDER = ("tracker", "serving", "template", "xmem_memory")
+# Budget of the benchmarks that adapt: a share of the whole budget for the tracker (only its
+# optional 3-object comparison can be cut), whatever is left for the memory benchmark.
+BUDGET_SHARE = {"tracker": 0.4}
+LEFTOVER_BUDGET = "xmem_memory"
+MIN_BUDGET_S = 60.0
+
+
+def budget_for(name: str, total_s: float, left_s: float) -> float | None:
+    """Seconds ``name`` may take, or None for the benchmarks with fixed work."""
+    if name in BUDGET_SHARE:
+        return min(left_s, BUDGET_SHARE[name] * total_s)
+    if name == LEFTOVER_BUDGET:
+        return left_s
+    return None
+
+
+def run_one(name: str, quick: bool, budget_s: float | None) -> dict[str, Any]:
+    """Run one benchmark script in a fresh interpreter; its output goes to the console."""
+    module, title = SECTIONS[name]
+    out = C.results_dir(quick) / f"{name}.json"
+    out.unlink(missing_ok=True)  # a failed run must not leave an older table looking current
+    command = [sys.executable, str(C.BENCH_DIR / f"{module}.py"), "--out", str(out)]
+    if quick:
+        command.append("--quick")
+    if budget_s is not None:
+        command += ["--budget-s", f"{max(MIN_BUDGET_S, budget_s):.0f}"]
+    print(f"\n=== {title} ({' '.join(Path(c).name if '/' in c else c for c in command)})",
+          flush=True)
+    began = time.perf_counter()
+    code = subprocess.run(command, cwd=C.REPO, check=False).returncode
+    wall = time.perf_counter() - began
+    print(f"=== {name}: exit code {code}, {wall / 60:.1f} min", flush=True)
+    return {"exit_code": code, "wall_s": wall}
+
+
+def load(name: str, quick: bool) -> dict[str, Any] | None:
+    path = C.results_dir(quick) / f"{name}.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def header(args: argparse.Namespace, status: dict, load_before: list, began: float) -> str:
+    """Machine, versions, date and command of this run, and how long each part took."""
+    machine, versions = C.machine_info(), C.versions()
+    command = "make bench  # = .venv/bin/python benchmarks/run_all.py" if not args.argv else (
+        ".venv/bin/python benchmarks/run_all.py " + " ".join(args.argv))
+    lines = [
+        "# Benchmarks" + (" (quick smoke run: tiny sizes, numbers mean nothing)"
+                          if args.quick else ""),
+        "",
+        f"- **Date:** {C.now_iso()}",
+        f"- **Command:** `{command}`",
+        f"- **Machine:** {machine['cpu_model']}, {machine['cores']} cores, "
+        f"{machine['ram_gib']} GiB RAM, {machine['platform']}",
+        "- **Versions:** " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        f"- **Load average** (1/5/15 min) before: {'/'.join(map(str, load_before))}, after: "
+        f"{'/'.join(map(str, machine['load_average']))} (above ~0.5 means other work shared "
+        "the cores and the timings are pessimistic)",
+        f"- **Wall time of this run:** {(time.perf_counter() - began) / 60:.1f} min",
+    ]
+    if status:
+        lines += ["", C.markdown_table(
+            ["benchmark", "exit code", "minutes"],
+            [[name, s["exit_code"], C.fmt(s["wall_s"] / 60, 1)] for name, s in status.items()])]
+    return "\n".join(lines)
+
+
+def section(name: str, quick: bool, status: dict) -> str:
+    """One benchmark's table and notes, rendered by its own module from its JSON."""
+    module_name, title = SECTIONS[name]
+    data = load(name, quick)
+    lines = [f"## {title}"]
+    if name in status and status[name]["exit_code"] != 0:
+        lines.append(f"**FAILED** (exit code {status[name]['exit_code']}); see the console "
+                     "output of the run.")
+    if data is None:
+        lines.append("Not measured yet: run `.venv/bin/python benchmarks/run_all.py --only "
+                     f"{name}`.")
+        return "\n\n".join(lines)
+    if name not in status:
+        lines.append(f"*From an earlier run ({data['date']}).*")
+    module = importlib.import_module(module_name)
+    lines.append(f"*Measured {data['date']}: `{data['command']}`*")
+    lines.append(module.render(data))
+    return "\n\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes; writes results-quick/ and RESULTS-quick.md")
+    parser.add_argument("--only", action="append", choices=list(SECTIONS), metavar="NAME",
+                        help=f"run only this benchmark (repeatable): {', '.join(SECTIONS)}")
+    parser.add_argument("--budget-min", type=float, default=45.0,
+                        help="minutes the whole run may take (the memory benchmark adapts)")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    began = time.perf_counter()
+    load_before = C.machine_info()["load_average"]
+    chosen = [name for name in RUN_ORDER if not args.only or name in args.only]
+    status: dict[str, dict[str, Any]] = {}
+    total = args.budget_min * 60
+    for name in chosen:
+        left = total - (time.perf_counter() - began)
+        status[name] = run_one(name, args.quick, budget_for(name, total, left))
+    parts = [header(args, status, load_before, began)]
+    parts += [section(name, args.quick, status) for name in SECTIONS]
+    target = C.markdown_path(args.quick)
+    target.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+    print(f"\nwrote {target.relative_to(C.REPO)}")
+    failed = [name for name, s in status.items() if s["exit_code"] != 0]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
