@@ -1,7 +1,7 @@
 """Checks and conversions behind ``POST /track-api-files``.
 
-The SDK's handler trusts its input: malformed settings become a 500, a PNG header claiming
-100000x100000 pixels is decoded into an out-of-memory kill, and each geometry costs one model
+The SDK's handler trusts its input: malformed settings become a 500, a few hundred bytes of
+PNG claiming 30000x30000 pixels make it allocate gigabytes, and each geometry costs one model
 pass. Everything here refuses a bad request with ``validation.InputError`` (a field name, a
 rule, an HTTP status) *before* the expensive step it protects: counts and settings before
 the files are touched, image headers before pixels are decoded, bitmap sizes before masks
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
+import ctypes.util
 import io
 import json
 import logging
@@ -23,10 +25,14 @@ from typing import Any, BinaryIO
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from PIL import Image
+from PIL import Image, ImageFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from supervisely.annotation.label import Label
 from supervisely.annotation.obj_class import ObjClass
 from supervisely.geometry.bitmap import Bitmap
@@ -38,9 +44,11 @@ from .validation import InputError
 
 logger = logging.getLogger(__name__)
 
+# ``supervisely.imaging.image`` sets this to True on import (lenient dataset loading), which
+# would decode a truncated upload as a partly grey frame and track on it. A server refuses it.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
 ROUTE = "/track-api-files"
-# Label masks are uint8 with 0 = background, so one request holds at most 255 objects.
-MAX_GEOMETRIES = 255
 SUPPORTED_GEOMETRIES = ("bitmap", "polygon")
 # Decoders PIL may use for frames; the list keeps exotic plugins (EPS runs Ghostscript) out.
 FRAME_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF")
@@ -61,14 +69,6 @@ class TrackSettings:
     frames: int
     direction: str
     geometries: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class FrameGeometry:
-    """One input geometry, checked against the frame size and ready to draw."""
-
-    kind: str  # "bitmap" or "polygon": the type the answer uses for this object
-    bitmap: Bitmap  # polygons rasterised the way the SDK does it
 
 
 # ---------------------------------------------------------------- settings
@@ -112,11 +112,11 @@ def parse_settings(settings: Any, num_files: int) -> TrackSettings:
         raise InputError(
             "settings.input_geometries", "must be a non-empty list of {type, data} objects", 400
         )
-    if len(geometries) > MAX_GEOMETRIES:
+    if len(geometries) > limits.MAX_OBJECTS:
         raise InputError(
             "settings.input_geometries",
-            f"at most {MAX_GEOMETRIES} geometries fit in one request (uint8 label mask), "
-            f"got {len(geometries)}",
+            f"{len(geometries)} geometries exceed the limit MAX_OBJECTS={limits.MAX_OBJECTS} "
+            "per request (objects share one uint8 label mask)",
             413,
         )
     for index, item in enumerate(geometries):
@@ -182,8 +182,7 @@ def open_frames(files: Sequence[BinaryIO]) -> list[Image.Image]:
         except Exception as exc:  # PIL raises many types for junk; all mean "not an image"
             raise InputError(
                 field,
-                f"cannot be read as an image ({', '.join(FRAME_FORMATS)}): "
-                f"{type(exc).__name__}",
+                f"cannot be read as an image ({', '.join(FRAME_FORMATS)}): {type(exc).__name__}",
                 400,
             ) from exc
         width, height = image.size
@@ -220,8 +219,12 @@ def decode_frame(image: Image.Image, index: int) -> np.ndarray:
     """Decode one opened image to HxWx3 uint8 RGB (grayscale, RGBA, palette converted)."""
     try:
         image.load()
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        array = np.array(rgb, dtype=np.uint8)
+        if image.mode.startswith("I;16"):  # 16-bit grey: keep the high byte, as OpenCV does
+            grey = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
+            array = np.repeat(grey[..., None], 3, axis=2)
+        else:
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            array = np.array(rgb, dtype=np.uint8)
     except Exception as exc:  # truncated or corrupt data
         raise InputError(
             f"files[{index}]", f"cannot be decoded ({type(exc).__name__}: {exc})", 400
@@ -271,6 +274,8 @@ def _decode_bitmap(data: dict[str, Any], field: str, height: int, width: int) ->
         png = raw  # the SDK also accepts a PNG that is not zlib-wrapped
     try:
         image = Image.open(io.BytesIO(png), formats=("PNG",))
+    except Image.DecompressionBombError as exc:
+        raise InputError(field, f"bitmap is larger than the {width}x{height} frame", 422) from exc
     except Exception as exc:
         raise InputError(
             f"{field}.bitmap.data", f"is not a zlib-compressed PNG mask ({type(exc).__name__})", 400
@@ -290,12 +295,16 @@ def _decode_bitmap(data: dict[str, Any], field: str, height: int, width: int) ->
         raise InputError(
             f"{field}.bitmap.data", f"mask cannot be decoded ({type(exc).__name__})", 400
         ) from exc
-    if image.mode in ("LA", "RGBA", "PA"):
-        mask = pixels[..., -1] != 0  # the SDK reads the alpha channel of 4-channel masks
-    elif pixels.ndim == 3:
-        mask = np.any(pixels != 0, axis=-1)
-    else:
+    if pixels.ndim == 2:
         mask = pixels != 0
+    elif image.mode in ("LA", "RGBA", "PA"):
+        mask = pixels[..., -1] != 0  # the SDK reads the alpha channel of 4-channel masks
+    else:
+        raise InputError(
+            f"{field}.bitmap.data",
+            f"mask PNG has mode {image.mode}; expected one channel (0 = background) or RGBA",
+            400,
+        )
     if not mask.any():
         raise InputError(field, "bitmap mask is empty (no pixel set)", 422)
     return Bitmap(mask, origin=PointLocation(row=row, col=col))
@@ -336,51 +345,75 @@ def _decode_polygon(data: dict[str, Any], field: str, height: int, width: int) -
         )
     try:
         polygon = Polygon.from_json(data)
-        converted = Label(polygon, ObjClass("polygon", Polygon)).convert(
-            ObjClass("bitmap", Bitmap)
-        )
+        converted = Label(polygon, ObjClass("polygon", Polygon)).convert(ObjClass("bitmap", Bitmap))
     except Exception as exc:
-        raise InputError(field, f"is not a valid polygon ({type(exc).__name__}: {exc})", 400) from exc
+        message = f"is not a valid polygon ({type(exc).__name__}: {exc})"
+        raise InputError(field, message, 400) from exc
     if not converted:
         raise InputError(field, "polygon covers no pixel", 422)
     return converted[0].geometry
 
 
-def decode_geometries(
-    raw: list[dict[str, Any]], height: int, width: int
-) -> list[FrameGeometry]:
-    """Deserialize every input geometry and check it lies inside the frame."""
-    out: list[FrameGeometry] = []
+def draw_geometries(
+    raw: Sequence[dict[str, Any]], height: int, width: int
+) -> tuple[np.ndarray, list[str]]:
+    """Decode the input geometries and draw geometry k (in order) with id k+1 into one uint8
+    label mask; later ones cover earlier ones, as in the SDK. Returns the mask and the type
+    of each geometry (the answer uses the same type).
+
+    Each geometry is drawn as soon as it is decoded, so 255 full-frame masks never sit in
+    memory together. A figure fully covered by later ones leaves its id missing: ids need
+    not be consecutive (``tracking.run_tracker`` compacts them).
+    """
+    label = np.zeros((height, width), dtype=np.uint8)
+    kinds: list[str] = []
     for index, item in enumerate(raw):
         field = f"settings.input_geometries[{index}]"
         if item["type"] == "bitmap":
             bitmap = _decode_bitmap(item["data"], field, height, width)
         else:
             bitmap = _decode_polygon(item["data"], field, height, width)
-        out.append(FrameGeometry(item["type"], bitmap))
-    return out
-
-
-def draw_label_mask(geometries: Sequence[FrameGeometry], height: int, width: int) -> np.ndarray:
-    """Draw geometry k (in order) with id k+1; later ones cover earlier ones, as in the SDK.
-
-    A figure fully covered by later ones leaves its id missing: ids need not be consecutive.
-    """
-    label = np.zeros((height, width), dtype=np.uint8)
-    for obj_id, geometry in enumerate(geometries, start=1):
-        geometry.bitmap.draw(bitmap=label, color=obj_id)
-    return label
+        bitmap.draw(bitmap=label, color=index + 1)
+        kinds.append(item["type"])
+    return label, kinds
 
 
 # ---------------------------------------------------------------- answer
 
 
-def _mask_to_json(mask: np.ndarray, kind: str) -> list[dict[str, Any]]:
+def object_boxes(mask: np.ndarray) -> dict[int, tuple[int, int, int, int]]:
+    """Bounding box ``(top, bottom, left, right)`` (exclusive ends) of every id in ``mask``.
+
+    One pass over the foreground pixels (a stable sort of uint8 ids is a radix sort), so a
+    frame with many objects is not scanned once per object.
+    """
+    flat = mask.ravel()
+    where = np.flatnonzero(flat)
+    if where.size == 0:
+        return {}
+    ids = flat[where]
+    order = np.argsort(ids, kind="stable")
+    ids, where = ids[order], where[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    ends = np.r_[starts[1:], ids.size]
+    rows, cols = np.divmod(where, mask.shape[1])
+    boxes: dict[int, tuple[int, int, int, int]] = {}
+    for start, end in zip(starts, ends, strict=True):
+        r, c = rows[start:end], cols[start:end]
+        boxes[int(ids[start])] = (int(r.min()), int(r.max()) + 1, int(c.min()), int(c.max()) + 1)
+    return boxes
+
+
+def _mask_to_json(
+    mask: np.ndarray, obj_id: int, box: tuple[int, int, int, int], kind: str
+) -> list[dict[str, Any]]:
+    top, bottom, left, right = box
+    bitmap = Bitmap(mask[top:bottom, left:right] == obj_id, origin=PointLocation(top, left))
     if kind == "polygon":
-        label = Label(Bitmap(mask), ObjClass("bitmap", Bitmap))
+        label = Label(bitmap, ObjClass("bitmap", Bitmap))
         shapes = [lab.geometry for lab in label.convert(ObjClass("polygon", Polygon))]
     else:
-        shapes = [Bitmap(mask)]
+        shapes = [bitmap]
     return [{"type": shape.geometry_name(), "data": shape.to_json()} for shape in shapes]
 
 
@@ -389,13 +422,38 @@ def build_response(masks: Sequence[np.ndarray], kinds: Sequence[str]) -> list[li
     the input (a polygon may come back as several), empty masks left out."""
     results: list[list[dict[str, Any]]] = []
     for mask in masks[1:]:
-        present = np.bincount(mask.ravel(), minlength=256)
+        boxes = object_boxes(mask)
         frame: list[dict[str, Any]] = []
         for obj_id, kind in enumerate(kinds, start=1):
-            if present[obj_id]:
-                frame.extend(_mask_to_json(mask == obj_id, kind))
+            if obj_id in boxes:
+                frame.extend(_mask_to_json(mask, obj_id, boxes[obj_id], kind))
         results.append(frame)
     return results
+
+
+# ---------------------------------------------------------------- memory
+
+
+def _load_malloc_trim() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS after a request.
+
+    Frames are a few MB each; after the first is freed glibc raises its mmap threshold and
+    serves the next ones from the heap, whose free pages it keeps. Without this the process
+    stays at the peak of its largest request forever.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 # ---------------------------------------------------------------- errors
@@ -416,8 +474,8 @@ def to_http_exception(exc: BaseException) -> HTTPException:
         return HTTPException(
             501,
             detail=error_detail(
-                "the model is not implemented yet: fill in Tracker in "
-                f"src/<package>/model.py ({exc or 'NotImplementedError'})",
+                "model: not implemented yet, fill in Tracker in model.py of the app package "
+                f"(NotImplementedError: {exc})",
                 "model",
             ),
         )
@@ -428,19 +486,23 @@ def to_http_exception(exc: BaseException) -> HTTPException:
 
 
 def install_error_handlers(server: FastAPI) -> None:
-    """JSON 4xx for errors the SDK route raises before our code runs.
+    """JSON 4xx in the ``{"detail": {"error", "field"}}`` format for errors raised before
+    ``track_api_files`` runs.
 
     ``json.loads(settings)`` in the SDK route raises ``JSONDecodeError`` (a 500 otherwise);
-    a request without ``files`` fails FastAPI's form validation (a 422 in another format).
+    a request without ``files`` fails FastAPI's form validation (a 422 in another format);
+    Starlette's multipart caps raise a plain ``HTTPException``. Other routes keep their
+    answers.
     """
 
     async def on_json_error(request: Request, exc: Exception) -> JSONResponse:
-        field = "settings" if request.url.path.endswith(ROUTE) else "body"
+        if not request.url.path.endswith(ROUTE):
+            raise exc  # other routes keep the SDK's behaviour
         assert isinstance(exc, json.JSONDecodeError)
-        message = f"{field}: is not valid JSON ({exc.msg} at char {exc.pos})"
+        message = f"settings: is not valid JSON ({exc.msg} at char {exc.pos})"
         logger.info("Refused request to %s: %s", request.url.path, message)
         return JSONResponse(
-            status_code=400, content={"detail": error_detail(message, field), "success": False}
+            status_code=400, content={"detail": error_detail(message, "settings"), "success": False}
         )
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -458,5 +520,19 @@ def install_error_handlers(server: FastAPI) -> None:
             status_code=400, content={"detail": error_detail(message, field), "success": False}
         )
 
+    async def on_form_error(request: Request, exc: Exception) -> Any:
+        # Starlette refuses a multipart body it cannot parse or that passes its own caps
+        # (1000 files, 1 MB per form field) with a plain-string HTTPException.
+        assert isinstance(exc, StarletteHTTPException)
+        if not request.url.path.endswith(ROUTE) or not isinstance(exc.detail, str):
+            return await http_exception_handler(request, exc)
+        text = exc.detail
+        field = "files" if "files" in text.lower() else "settings" if "exceeded" in text else "body"
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"detail": error_detail(f"{field}: {text}", field), "success": False},
+        )
+
     server.add_exception_handler(json.JSONDecodeError, on_json_error)
+    server.add_exception_handler(StarletteHTTPException, on_form_error)
     server.add_exception_handler(RequestValidationError, on_validation_error)

@@ -58,8 +58,10 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, math.pi)
     period = rng.uniform(9.0, 15.0)
-    stripes = 0.5 + 0.5 * np.sin(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) / period)
-    base = 0.55 * _smooth_noise(rng, height, width, 16) + 0.25 * _smooth_noise(rng, height, width, 4)
+    phase = (xx * math.cos(angle) + yy * math.sin(angle)) / period
+    stripes = 0.5 + 0.5 * np.sin(2 * math.pi * phase)
+    coarse = _smooth_noise(rng, height, width, 16)
+    base = 0.55 * coarse + 0.25 * _smooth_noise(rng, height, width, 4)
     tint = rng.uniform(0.3, 0.7, size=3).astype(np.float32)
     img = 0.6 * base + 0.2 * stripes[..., None] * tint + 0.1
     return np.clip(img * 255.0, 0, 255).astype(np.float32)
@@ -78,10 +80,11 @@ def _sprite_texture(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _polygon_outline(rng: np.random.Generator) -> np.ndarray:
-    """A random star-ish polygon (5-7 vertices) with radii in [0.6, 1] on the unit circle."""
+    """A random polygon (5-7 vertices, evenly spread angles with jitter) around the unit circle."""
     count = int(rng.integers(5, 8))
-    angles = np.sort(rng.uniform(0, 2 * math.pi, size=count))
-    radii = rng.uniform(0.6, 1.0, size=count)
+    step = 2 * math.pi / count
+    angles = rng.uniform(0, step) + step * np.arange(count) + rng.uniform(-0.25, 0.25, count) * step
+    radii = rng.uniform(0.65, 1.0, size=count)
     return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
 
 
@@ -198,7 +201,7 @@ def make_clip(
     for t in range(num_frames):
         image = background.copy()
         label = np.zeros((height, width), dtype=np.uint8)
-        for obj_id, obj in zip(ids, objects):  # back to front
+        for obj_id, obj in zip(ids, objects, strict=True):  # back to front
             size = obj.sprite.shape[0]
             centre = (size - 1) / 2.0
             x, y = _position(obj, t, height, width)
@@ -209,12 +212,15 @@ def make_clip(
                 _shape_mask(obj, t), matrix, (width, height), flags=cv2.INTER_LINEAR
             )
             texture = cv2.warpAffine(
-                obj.sprite, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                obj.sprite,
+                matrix,
+                (width, height),
+                flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REPLICATE,
             )
             image = image * (1.0 - alpha[..., None]) + texture * alpha[..., None]
             label[alpha >= 0.5] = obj_id
-        image += noise_rng.normal(0.0, 2.0, size=image.shape).astype(np.float32)
+        image += noise_rng.normal(0.0, 1.0, size=image.shape).astype(np.float32)
         frames.append(np.clip(np.round(image), 0, 255).astype(np.uint8))
         masks.append(label)
     return Clip(frames=frames, masks=masks, name=name, ids=ids)
@@ -241,9 +247,8 @@ def mean_j(preds: list[np.ndarray], gts: list[np.ndarray], ids) -> float:
         raise ValueError("ids: at least one object id is required")
     if len(gts) < 2:
         raise ValueError("gts: at least two frames are needed (frame 0 is not scored)")
-    per_object = [
-        float(np.mean([iou(p, g, obj_id) for p, g in zip(preds[1:], gts[1:])])) for obj_id in ids
-    ]
+    pairs = list(zip(preds[1:], gts[1:], strict=True))
+    per_object = [float(np.mean([iou(p, g, obj_id) for p, g in pairs])) for obj_id in ids]
     return float(np.mean(per_object))
 
 
@@ -264,8 +269,10 @@ def davis_palette() -> list[int]:
 
 def save_label_png(mask: np.ndarray, path: Path) -> None:
     """Write a label map as a palette PNG whose pixel indices are the raw object ids."""
-    image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="P")
-    image.putpalette(davis_palette())
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    image = Image.fromarray(mask)  # "L"; putpalette turns it into "P" with the same indices
+    entries = max(2, int(mask.max()) + 1)  # a short palette keeps small files small
+    image.putpalette(davis_palette()[: 3 * entries])
     image.save(path, format="PNG", optimize=True)
 
 
@@ -281,7 +288,7 @@ def write_davis(clips: list[Clip], root: Path) -> Path:
         mask_dir = root / "Annotations" / clip.name
         image_dir.mkdir(parents=True, exist_ok=True)
         mask_dir.mkdir(parents=True, exist_ok=True)
-        for index, (frame, mask) in enumerate(zip(clip.frames, clip.masks)):
+        for index, (frame, mask) in enumerate(zip(clip.frames, clip.masks, strict=True)):
             Image.fromarray(frame).save(image_dir / f"{index:05d}.jpg", quality=95)
             save_label_png(mask, mask_dir / f"{index:05d}.png")
     return root

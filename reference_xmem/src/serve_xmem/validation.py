@@ -1,8 +1,17 @@
-"""Input checks shared by ``predict`` and the HTTP layer (placeholder, being written)."""
+"""Input checks shared by ``tracking.run_tracker`` and the HTTP layer.
+
+Every refusal is an ``InputError`` naming the offending field (``frames[3]``,
+``input_mask``) and the rule, with the HTTP status the app should answer: 400 malformed,
+413 over a limit (``limits.py``), 422 inconsistent.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from . import limits
 
 
 class InputError(ValueError):
@@ -11,9 +20,89 @@ class InputError(ValueError):
     def __init__(self, field: str, message: str, status: int = 422) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
         self.status = status
 
 
-def check_frames_and_mask(frames: list[np.ndarray], input_mask: np.ndarray) -> None:
+def check_frames(frames: Sequence[np.ndarray]) -> tuple[int, int]:
+    """Check a non-empty list of HxWx3 uint8 RGB frames of one size; return (H, W)."""
+    if not isinstance(frames, (list, tuple)):
+        raise InputError("frames", f"must be a list of images, got {type(frames).__name__}", 400)
     if len(frames) == 0:
         raise InputError("frames", "at least one frame is required")
+    if len(frames) > limits.MAX_FRAMES:
+        raise InputError(
+            "frames", f"{len(frames)} frames exceed the limit MAX_FRAMES={limits.MAX_FRAMES}", 413
+        )
+    size: tuple[int, int] | None = None
+    for index, frame in enumerate(frames):
+        field = f"frames[{index}]"
+        if not isinstance(frame, np.ndarray):
+            raise InputError(field, f"must be a numpy array, got {type(frame).__name__}", 400)
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise InputError(field, f"must be an HxWx3 RGB image, got shape {frame.shape}")
+        if frame.dtype != np.uint8:
+            raise InputError(field, f"must have dtype uint8, got {frame.dtype}")
+        height, width = frame.shape[:2]
+        if height == 0 or width == 0:
+            raise InputError(field, f"must not be empty, got shape {frame.shape}")
+        if size is None:
+            if height * width > limits.MAX_FRAME_PIXELS:
+                raise InputError(
+                    field,
+                    f"{height}x{width} = {height * width} pixels exceed the limit "
+                    f"MAX_FRAME_PIXELS={limits.MAX_FRAME_PIXELS}",
+                    413,
+                )
+            size = (height, width)
+        elif (height, width) != size:
+            raise InputError(
+                field, f"size {height}x{width} differs from frames[0] size {size[0]}x{size[1]}"
+            )
+    assert size is not None
+    total = size[0] * size[1] * len(frames)
+    if total > limits.MAX_TOTAL_PIXELS:
+        raise InputError(
+            "frames",
+            f"{len(frames)} frames of {size[0]}x{size[1]} = {total} pixels exceed the limit "
+            f"MAX_TOTAL_PIXELS={limits.MAX_TOTAL_PIXELS}",
+            413,
+        )
+    return size
+
+
+def check_mask(input_mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Check an HxW integer label map (0 = background, ids 1..255, at least one object);
+    return its sorted non-zero ids."""
+    field = "input_mask"
+    if not isinstance(input_mask, np.ndarray):
+        raise InputError(field, f"must be a numpy array, got {type(input_mask).__name__}", 400)
+    if input_mask.ndim != 2:
+        raise InputError(field, f"must be a 2-D HxW label map, got shape {input_mask.shape}")
+    if input_mask.shape != size:
+        raise InputError(
+            field,
+            f"size {input_mask.shape[0]}x{input_mask.shape[1]} differs from the frames' size "
+            f"{size[0]}x{size[1]}",
+        )
+    if input_mask.dtype == np.bool_ or not np.issubdtype(input_mask.dtype, np.integer):
+        raise InputError(field, f"must have an integer dtype (object ids), got {input_mask.dtype}")
+    low, high = int(input_mask.min()), int(input_mask.max())
+    if low < 0 or high > 255:
+        bad = low if low < 0 else high
+        raise InputError(field, f"object ids must be in 0..255, found {bad}")
+    ids = np.unique(input_mask)
+    ids = ids[ids != 0]
+    if ids.size == 0:
+        raise InputError(field, "no object to track (every pixel is 0, the background)")
+    if ids.size > limits.MAX_OBJECTS:
+        raise InputError(
+            field, f"{ids.size} objects exceed the limit MAX_OBJECTS={limits.MAX_OBJECTS}", 413
+        )
+    return ids.astype(np.uint8)
+
+
+def check_frames_and_mask(frames: Sequence[np.ndarray], input_mask: np.ndarray) -> np.ndarray:
+    """Both checks; return the sorted non-zero ids of ``input_mask``."""
+    size = check_frames(frames)
+    return check_mask(input_mask, size)
