@@ -434,9 +434,20 @@ def build_response(masks: Sequence[np.ndarray], kinds: Sequence[str]) -> list[li
 # ---------------------------------------------------------------- memory
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+MALLOC_ARENAS = 2
+
+
 def _load_malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, after capping its arenas (None on other C libraries).
+
+    Requests run on the server's thread pool; glibc gives each thread its own heap arena,
+    and freed model activations stay resident in whichever arenas last held them. Two
+    arenas keep the memory of a long-running server flat under concurrent requests.
+    """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
         return libc.malloc_trim
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
         return None
