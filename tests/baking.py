@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_KEYS = frozenset(json.loads((REPO_ROOT / "cookiecutter.json").read_text("utf-8")))
@@ -66,3 +70,16 @@ class BakedProject:
 
     def json(self, relative: str) -> Any:
         return json.loads(self.read(relative))
+
+
+def parse_structured_files(root: Path) -> None:
+    """Parse every JSON, YAML, TOML and Python file below ``root`` (raises on the first bad one)."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix == ".json":
+            json.loads(path.read_text("utf-8"))
+        elif path.suffix in (".yml", ".yaml"):
+            yaml.safe_load(path.read_text("utf-8"))
+        elif path.suffix == ".toml":
+            tomllib.loads(path.read_text("utf-8"))
+        elif path.suffix == ".py":
+            ast.parse(path.read_text("utf-8"), filename=str(path))

@@ -11,14 +11,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import yaml
 from cookiecutter.exceptions import FailedHookException, UndefinedVariableInTemplate
 from cookiecutter.main import cookiecutter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jinja2.exceptions import SecurityError, TemplateError
 
-from tests.baking import REPO_ROOT
+from tests.baking import REPO_ROOT, parse_structured_files
 
 FREE_TEXT = ("model_name", "app_name", "description", "author")
 JINJA_MARKERS = ("{{", "{%", "{#")
@@ -53,20 +52,6 @@ tricky = st.sampled_from(
     ]
 )
 text = st.lists(st.one_of(tricky, st.text(max_size=12)), min_size=1, max_size=5).map("".join)
-
-
-def assert_valid_files(app: Path) -> None:
-    for path in app.rglob("*"):
-        if not path.is_file():
-            continue
-        if path.suffix == ".json":
-            json.loads(path.read_text("utf-8"))
-        elif path.suffix in (".yml", ".yaml"):
-            yaml.safe_load(path.read_text("utf-8"))
-        elif path.suffix == ".toml":
-            tomllib.loads(path.read_text("utf-8"))
-        elif path.suffix == ".py":
-            ast.parse(path.read_text("utf-8"))
 
 
 def settings_literals(app: Path, package: str) -> dict[str, object]:
@@ -109,7 +94,7 @@ def test_any_free_text_answer_is_safe(field: str, value: str) -> None:
         finally:
             assert not (workdir / MARKER_NAME).exists()
             assert not (Path.cwd() / MARKER_NAME).exists()
-        assert_valid_files(app)
+        parse_structured_files(app)
         if any(marker in value for marker in JINJA_MARKERS):
             return  # rendered by design (see above): only validity is promised
         record = json.loads((app / ".cruft.json").read_text("utf-8"))["context"]["cookiecutter"]

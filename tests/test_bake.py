@@ -16,7 +16,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from tests.baking import COMBINATIONS, BakedProject
+from tests.baking import COMBINATIONS, BakedProject, parse_structured_files
 
 SCHEMA = json.loads(
     (Path(__file__).parent / "schemas" / "supervisely_app_manifest.schema.json").read_text("utf-8")
@@ -76,15 +76,7 @@ def test_no_unrendered_jinja(baked: BakedProject) -> None:
 
 
 def test_structured_files_parse(baked: BakedProject) -> None:
-    for path in baked.files():
-        if path.suffix == ".json":
-            json.loads(path.read_text("utf-8"))
-        elif path.suffix in (".yml", ".yaml"):
-            yaml.safe_load(path.read_text("utf-8"))
-        elif path.suffix == ".toml":
-            tomllib.loads(path.read_text("utf-8"))
-        elif path.suffix == ".py":
-            ast.parse(path.read_text("utf-8"), filename=str(path))
+    parse_structured_files(baked.path)
 
 
 def test_free_text_is_preserved(baked: BakedProject) -> None:

@@ -28,9 +28,7 @@ def clean_env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_default_app_installs_in_a_fresh_venv_and_passes_its_tests(
-    bake, tmp_path: Path
-) -> None:
+def test_default_app_installs_in_a_fresh_venv_and_passes_its_tests(bake, tmp_path: Path) -> None:
     project: BakedProject = bake()
     assert project.ok, project.exception
     venv = tmp_path / "venv"
