@@ -22,8 +22,9 @@ SCHEMA = json.loads(
     (Path(__file__).parent / "schemas" / "supervisely_app_manifest.schema.json").read_text("utf-8")
 )
 # Jinja left in a generated file means a variable was not rendered. GitHub's ``${{ }}``
-# expressions are meant to survive, so they are allowed.
-UNRENDERED_RE = re.compile(r"(?<!\$)\{\{|\{%|\{#|cookiecutter\.")
+# expressions are meant to survive, and so are Python f-string escapes (``{{name}}``, no
+# space: the template writes every Jinja variable as ``{{ name }}``).
+UNRENDERED_RE = re.compile(r"(?<!\$)\{\{\s|\{%|\{#|\bcookiecutter\.[a-z_]")
 BIN = Path(sys.executable).parent
 
 
