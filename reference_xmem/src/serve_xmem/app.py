@@ -87,7 +87,7 @@ class XMemTracker(sly.nn.inference.MaskTracking):
 
     def serve(self) -> None:
         super().serve()
-        http_api.install_error_handlers(self._app.get_server())
+        http_api.install_error_handlers(self.app.get_server())
 
     def get_info(self) -> dict:
         info = super().get_info()
