@@ -405,6 +405,23 @@ def _attempt(session: requests.Session, url: str, dest: Path, policy: DownloadPo
         _stream(response, part, mode, offset, total, policy)
 
 
+def _progress_bar(
+    part: Path, total: int | None, policy: DownloadPolicy, initial: int = 0
+) -> tqdm:
+    """Byte progress on stderr (silent with ``policy.quiet``), shared by HTTP and file copies."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=part.name,
+        disable=policy.quiet,
+        file=sys.stderr,
+        mininterval=1.0,
+    )
+
+
 def _stream(
     response: requests.Response,
     part: Path,
@@ -415,17 +432,7 @@ def _stream(
 ) -> None:
     """Append the body to ``part`` (fsynced) and check its length against ``total``."""
     size = offset
-    bar = tqdm(
-        total=total,
-        initial=offset,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=part.name,
-        disable=policy.quiet,
-        file=sys.stderr,
-        mininterval=1.0,
-    )
+    bar = _progress_bar(part, total, policy, initial=offset)
     with bar, open(part, mode) as fh:
         try:
             for chunk in response.iter_content(policy.chunk_bytes):
@@ -495,16 +502,7 @@ def _copy_file(url: str, dest: Path, policy: DownloadPolicy) -> None:
     with (
         open(source, "rb") as src,
         open(part, "wb") as fh,
-        tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=part.name,
-            disable=policy.quiet,
-            file=sys.stderr,
-            mininterval=1.0,
-        ) as bar,
+        _progress_bar(part, total, policy) as bar,
     ):
         while chunk := src.read(policy.chunk_bytes):
             fh.write(chunk)
