@@ -15,17 +15,13 @@ from xmem import CheckpointError, XMemNetwork, load_network, network_from_state_
 from xmem.memory import KeyValueStore, MemoryManager, get_similarity, topk_softmax
 from xmem.modules import FeatureFusionBlock
 from xmem.recipe import recipe_state_dict, write_recipe_weights
+from xmem_shared import SHARED, require
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "xmem"
 NUM_PARAMETERS = 62_185_224
 
 
 def _shared_file(name: str) -> Path:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"shared XMem fixture not found at {path} (expected a shared/ checkout "
-                    "beside the repository)")
-    return path
+    return require(SHARED / name)
 
 
 @pytest.fixture(scope="module")

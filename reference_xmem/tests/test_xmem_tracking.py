@@ -21,9 +21,8 @@ from xmem.inference import (
     unpad,
 )
 from xmem.recipe import recipe_state_dict
+from xmem_shared import GOLDEN, require
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "xmem"
-GOLDEN = SHARED / "golden"
 N_FRAMES = 60
 
 
@@ -33,9 +32,7 @@ def _png(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    if not (GOLDEN / "meta.json").exists():
-        pytest.skip(f"golden XMem fixture not found at {GOLDEN} (expected a shared/ checkout "
-                    "beside the repository)")
+    require(GOLDEN / "meta.json")
     name = [f"{i:05d}.png" for i in range(N_FRAMES)]
     return {
         "frames": [np.asarray(Image.open(GOLDEN / "frames" / n).convert("RGB")) for n in name],
