@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from xmem import CheckpointError, XMemNetwork, load_network, network_from_state_dict
+from xmem.conv import Conv2d, conv2d, conv_bn, fast_convs, nnpack_available
+from xmem.inference import argmax_channels
 from xmem.memory import KeyValueStore, MemoryManager, get_similarity, topk_softmax
 from xmem.modules import FeatureFusionBlock
 from xmem.recipe import recipe_state_dict, write_recipe_weights
@@ -191,3 +193,76 @@ def test_shared_image_fusion_matches_concatenation():
     x, g = torch.randn(1, 16, 5, 6), torch.randn(1, 3, 8, 5, 6)
     with torch.inference_mode():
         assert torch.allclose(fuser(x, g, share_image=True), fuser(x, g), atol=1e-5)
+
+
+# ----------------------------------------------------------------- Winograd 3x3 convs
+@pytest.mark.skipif(not nnpack_available(), reason="this PyTorch build has no NNPACK")
+def test_winograd_conv_matches_direct_conv():
+    torch.manual_seed(0)
+    conv = Conv2d(24, 16, 3, padding=1).eval()
+    x = torch.randn(2, 24, 13, 21)
+    with torch.inference_mode():
+        direct = conv(x)
+        with fast_convs():
+            fast = conv(x)
+            functional = conv2d(x, conv.weight, conv.bias, padding=1)
+        assert not torch.equal(direct, fast)  # really another algorithm ...
+        assert torch.allclose(direct, fast, rtol=1e-4, atol=1e-4)  # ... same convolution
+        assert torch.equal(fast, functional)
+
+
+@pytest.mark.parametrize("kwargs", [{"stride": 2}, {"dilation": 2, "padding": 2},
+                                    {"groups": 2}, {"kernel_size": 1, "padding": 0}],
+                         ids=["stride2", "dilated", "grouped", "1x1"])
+def test_winograd_conv_leaves_other_convs_alone(kwargs):
+    torch.manual_seed(0)
+    conv = Conv2d(8, 8, **{"kernel_size": 3, "padding": 1, **kwargs}).eval()
+    x = torch.randn(1, 8, 10, 12)
+    with torch.inference_mode():
+        direct = conv(x)
+        with fast_convs():
+            assert torch.equal(conv(x), direct)
+
+
+def test_winograd_conv_is_off_outside_its_context_and_under_autograd():
+    torch.manual_seed(0)
+    conv = Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(1, 8, 10, 12)
+    with torch.no_grad():
+        direct = conv(x)
+    with fast_convs():
+        with_grad = conv(x)  # autograd on: the direct conv, so training still works
+        assert with_grad.requires_grad
+        assert torch.equal(with_grad.detach(), direct)
+    with torch.no_grad():
+        assert torch.equal(conv(x), direct)  # context left: off again
+
+
+def test_folded_batch_norm_matches_conv_then_bn():
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(6, 10, 3, padding=1, bias=False), torch.nn.BatchNorm2d(10)
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.5)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.normal_(1, 0.2)
+        bn.bias.normal_(0, 0.2)
+    conv.eval(), bn.eval()
+    x = torch.randn(2, 6, 9, 11)
+    with torch.inference_mode():
+        reference = bn(conv(x))
+        with fast_convs():
+            folded = conv_bn(x, conv, bn)
+            assert torch.allclose(folded, reference, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        bn.running_mean.add_(1.0)  # a changed statistic must not reuse the cached fold
+        with fast_convs():
+            assert torch.allclose(conv_bn(x, conv, bn), bn(conv(x)), rtol=1e-4, atol=1e-5)
+    bn.train()  # training-mode BN (batch statistics) is never folded
+    with torch.no_grad(), fast_convs():
+        assert torch.equal(conv_bn(x, conv, bn), bn(conv(x)))
+
+
+def test_argmax_channels_matches_argmax_with_ties():
+    prob = torch.rand(4, 7, 9)
+    prob[2, :3] = prob[1, :3] = prob[:, :3].max(dim=0).values  # ties: first maximum wins
+    assert torch.equal(argmax_channels(prob), prob.argmax(dim=0))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from xmem import XMemNetwork, network_from_state_dict, segment_video
+from xmem.conv import fast_convs
 from xmem.inference import (
     EncodedFrame,
     FramePreprocessor,
@@ -93,13 +94,14 @@ def test_non_consecutive_ids_preserved(golden_run):
 
 
 def test_fast_path_matches_plain_loop(net, golden):
-    """Batched keys + sparse memory read + shared fusion convs vs the plain upstream loop."""
+    """Batched keys + sparse memory read + shared fusion convs + Winograd 3x3 convs vs the
+    plain upstream loop."""
     n = 12
     frames, mask = golden["frames"][:n], golden["first_mask"]
     plain = segment_video(net, frames, mask, size=-1, batch_keys=False, fast_ops=False)
     batched = segment_video(net, frames, mask, size=-1, batch_keys=True, key_chunk=8)
-    # Batched convs may round differently in the last bit (oneDNN picks kernels by batch
-    # size) and the sparse readout sums in another order, so near-tie pixels can flip;
+    # Batched and Winograd convs round differently (oneDNN picks kernels by batch size;
+    # NNPACK transforms) and the sparse readout sums in another order, so near-tie pixels can flip;
     # pixels with a clear margin must agree.
     diff = [a != b for a, b in zip(plain, batched, strict=True)]
     assert np.array_equal(plain[0], batched[0])
@@ -133,7 +135,7 @@ def test_padding_path_matches_manual_padding(net, golden):
     onehot = torch.stack([torch.from_numpy(mask == i) for i in ids]).float()
     onehot = F.pad(onehot, (5, 5, 3, 3))
     lut = np.array([0] + ids, dtype=np.uint8)
-    with torch.inference_mode():
+    with torch.inference_mode(), fast_convs():  # as segment_video's CPU fast path
         for t, frame in enumerate(frames):
             image = prep([frame])
             assert image.shape[-2:] == (96, 160)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv import Conv2d, conv2d, conv_bn
 from .resnet import BasicBlock, Bottleneck, make_stage, make_stem_parts
 
 
@@ -41,9 +42,9 @@ class GroupResBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.downsample = None if cin == cout else nn.Conv2d(cin, cout, 3, padding=1)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.downsample = None if cin == cout else Conv2d(cin, cout, 3, padding=1)
+        self.conv1 = Conv2d(cin, cout, 3, padding=1)
+        self.conv2 = Conv2d(cout, cout, 3, padding=1)
         self._split_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
@@ -76,10 +77,10 @@ class GroupResBlock(nn.Module):
         gf = g.flatten(0, 1)
         w1x, w1g = self._split(self.conv1, cx)
         wdx, wdg = self._split(self.downsample, cx)
-        h = (F.conv2d(F.relu(gf), w1g, None, padding=1).reshape(b, k, -1, *gf.shape[-2:])
-             + F.conv2d(F.relu(x), w1x, self.conv1.bias, padding=1).unsqueeze(1))
-        short = (F.conv2d(gf, wdg, None, padding=1).reshape(b, k, -1, *gf.shape[-2:])
-                 + F.conv2d(x, wdx, self.downsample.bias, padding=1).unsqueeze(1))
+        h = (conv2d(F.relu(gf), w1g, None, padding=1).reshape(b, k, -1, *gf.shape[-2:])
+             + conv2d(F.relu(x), w1x, self.conv1.bias, padding=1).unsqueeze(1))
+        short = (conv2d(gf, wdg, None, padding=1).reshape(b, k, -1, *gf.shape[-2:])
+                 + conv2d(x, wdx, self.downsample.bias, padding=1).unsqueeze(1))
         out = self.conv2(F.relu(h.flatten(0, 1)))
         return out.reshape(b, k, *out.shape[1:]) + short
 
@@ -172,7 +173,7 @@ class HiddenReinforcer(nn.Module):
     def __init__(self, g_dim: int, hidden_dim: int) -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
-        self.transform = nn.Conv2d(g_dim + hidden_dim, hidden_dim * 3, 3, padding=1)
+        self.transform = Conv2d(g_dim + hidden_dim, hidden_dim * 3, 3, padding=1)
 
     def forward(self, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         values = group_apply(self.transform, torch.cat([g, h], dim=2))
@@ -188,7 +189,7 @@ class HiddenUpdater(nn.Module):
         self.g16_conv = nn.Conv2d(g_dims[0], mid_dim, 1)
         self.g8_conv = nn.Conv2d(g_dims[1], mid_dim, 1)
         self.g4_conv = nn.Conv2d(g_dims[2], mid_dim, 1)
-        self.transform = nn.Conv2d(mid_dim + hidden_dim, hidden_dim * 3, 3, padding=1)
+        self.transform = Conv2d(mid_dim + hidden_dim, hidden_dim * 3, 3, padding=1)
 
     def forward(self, g16: torch.Tensor, g8: torch.Tensor, g4: torch.Tensor,
                 h: torch.Tensor) -> torch.Tensor:
@@ -211,7 +212,7 @@ class KeyEncoder(nn.Module):
         self.layer3 = make_stage(Bottleneck, 512, 256, 6, 2)
 
     def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(f))))
+        x = self.maxpool(self.relu(conv_bn(f, self.conv1, self.bn1)))
         f4 = self.res2(x)
         f8 = self.layer2(f4)
         f16 = self.layer3(f8)
@@ -237,7 +238,7 @@ class ValueEncoder(nn.Module):
         b, k = g.shape[:2]
         x = g.flatten(0, 1)
         # Upstream order: max-pool before ReLU (they commute).
-        x = self.relu(self.maxpool(self.bn1(self.conv1(x))))
+        x = self.relu(self.maxpool(conv_bn(x, self.conv1, self.bn1)))
         x = self.layer3(self.layer2(self.layer1(x)))
         g = x.reshape(b, k, *x.shape[1:])
         g = self.fuser(f16, g, share_image)
@@ -251,9 +252,9 @@ class KeyProjection(nn.Module):
 
     def __init__(self, in_dim: int, key_dim: int) -> None:
         super().__init__()
-        self.key_proj = nn.Conv2d(in_dim, key_dim, 3, padding=1)
-        self.d_proj = nn.Conv2d(in_dim, 1, 3, padding=1)
-        self.e_proj = nn.Conv2d(in_dim, key_dim, 3, padding=1)
+        self.key_proj = Conv2d(in_dim, key_dim, 3, padding=1)
+        self.d_proj = Conv2d(in_dim, 1, 3, padding=1)
+        self.e_proj = Conv2d(in_dim, key_dim, 3, padding=1)
 
     def forward(self, x: torch.Tensor, need_s: bool = True, need_e: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -268,7 +269,7 @@ class UpsampleBlock(nn.Module):
 
     def __init__(self, skip_dim: int, up_dim: int, out_dim: int) -> None:
         super().__init__()
-        self.skip_conv = nn.Conv2d(skip_dim, up_dim, 3, padding=1)
+        self.skip_conv = Conv2d(skip_dim, up_dim, 3, padding=1)
         self.out_conv = GroupResBlock(up_dim, out_dim)
 
     def forward(self, skip: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -288,7 +289,7 @@ class Decoder(nn.Module):
                               if hidden_dim > 0 else None)
         self.up_16_8 = UpsampleBlock(512, 512, 256)
         self.up_8_4 = UpsampleBlock(256, 256, 256)
-        self.pred = nn.Conv2d(256, 1, 3, padding=1)
+        self.pred = Conv2d(256, 1, 3, padding=1)
 
     def forward(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor,
                 hidden: torch.Tensor | None, readout: torch.Tensor, h_out: bool = True,

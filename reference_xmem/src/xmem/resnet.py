@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .conv import Conv2d, conv_bn
+
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
+    return Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
 def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -40,9 +42,9 @@ class BasicBlock(nn.Module):
         self.downsample = _shortcut(cin, planes, stride) if (stride != 1 or cin != planes) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else conv_bn(x, *self.downsample)
+        out = self.relu(conv_bn(x, self.conv1, self.bn1))
+        out = conv_bn(out, self.conv2, self.bn2)
         return self.relu(out + identity)
 
 
@@ -64,10 +66,10 @@ class Bottleneck(nn.Module):
         self.downsample = _shortcut(cin, cout, stride) if (stride != 1 or cin != cout) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else conv_bn(x, *self.downsample)
+        out = self.relu(conv_bn(x, self.conv1, self.bn1))
+        out = self.relu(conv_bn(out, self.conv2, self.bn2))
+        out = conv_bn(out, self.conv3, self.bn3)
         return self.relu(out + identity)
 
 
