@@ -5,7 +5,7 @@ fusion blocks, ResNet bottlenecks). PyTorch's default CPU path (oneDNN) computes
 directly; NNPACK, which ships inside the standard PyTorch wheels, computes the same
 convolution with fast (Winograd / FFT) transforms, measured 1.4-2.7x faster on XMem's
 shapes at 480p on a 2-core AVX-512 CPU, with relative differences of ~1e-5 (float
-rounding). It is off by default and only ever used under `winograd_convs(True)`, for
+rounding). It is off by default and only ever used under `fast_convs()`, for
 eligible calls (CPU, float32, no autograd, 3x3, stride 1, padding 1, no groups or
 dilation); everything else, and builds without NNPACK, fall back to `F.conv2d`.
 
@@ -53,7 +53,8 @@ def _eligible(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, ...],
     return (_NNPACK and _ENABLED.get() and x.dim() == 4 and x.device.type == "cpu"
             and x.dtype == torch.float32 and weight.dtype == torch.float32
             and tuple(weight.shape[-2:]) == (3, 3) and tuple(stride) == (1, 1)
-            and not isinstance(padding, str) and tuple(padding) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
+            and not isinstance(padding, str) and tuple(padding) == (1, 1)
+            and tuple(dilation) == (1, 1) and groups == 1
             and not torch.is_grad_enabled() and x.shape[0] > 0)
 
 
@@ -71,11 +72,10 @@ class Conv2d(nn.Conv2d):
     """`nn.Conv2d` (same parameters and state_dict keys) that may take the NNPACK route."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding_mode == "zeros" and _eligible(x, self.weight, self.stride, self.padding,
-                                                      self.dilation, self.groups):
-            return torch._nnpack_spatial_convolution(x.contiguous(), self.weight.contiguous(),
-                                                     self.bias, [1, 1], [1, 1])
-        return super().forward(x)
+        if self.padding_mode != "zeros":
+            return super().forward(x)
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                      self.groups)
 
 
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
