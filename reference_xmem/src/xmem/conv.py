@@ -78,12 +78,18 @@ class Conv2d(nn.Conv2d):
                       self.groups)
 
 
+def version_tag(*tensors: torch.Tensor | None) -> tuple:
+    """Changes whenever any tensor is modified in place, replaced, or moved: the key of
+    caches of values derived from weights."""
+    return tuple(None if t is None else (id(t), t.data_ptr(), t._version, t.dtype, t.device)
+                 for t in tensors)
+
+
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """conv weight/bias with the eval-mode BN folded in, cached on the conv until any
     parameter or running statistic changes (in place or replaced)."""
-    parts = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-    tag = tuple(None if t is None else (id(t), t.data_ptr(), t._version, t.dtype, t.device)
-                for t in parts) + (bn.eps,)
+    tag = version_tag(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
+                      bn.running_var) + (bn.eps,)
     cached = conv.__dict__.get("_xmem_folded")
     if cached is not None and cached[0] == tag:
         return cached[1]
@@ -92,8 +98,9 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Te
     bias = bn.bias - bn.running_mean * scale
     if conv.bias is not None:
         bias = bias + conv.bias * scale
-    conv.__dict__["_xmem_folded"] = (tag, (weight.contiguous(), bias))
-    return weight, bias
+    folded = (weight.contiguous(), bias)
+    conv.__dict__["_xmem_folded"] = (tag, folded)
+    return folded
 
 
 def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:

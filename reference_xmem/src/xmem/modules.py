@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import Conv2d, conv2d, conv_bn
+from .conv import Conv2d, conv2d, conv_bn, version_tag
 from .resnet import BasicBlock, Bottleneck, make_stage, make_stem_parts
 
 
@@ -58,11 +58,11 @@ class GroupResBlock(nn.Module):
     def _split(self, conv: nn.Conv2d, cx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Contiguous [:, :cx] / [:, cx:] weight halves, cached until the weight changes."""
         w = conv.weight
-        tag = (id(conv), w.data_ptr(), w._version, w.dtype, w.device, cx)
-        hit = self._split_cache.get(tag[:1])
+        tag = version_tag(w) + (cx,)
+        hit = self._split_cache.get(id(conv))
         if hit is None or hit[0] != tag:
             hit = (tag, (w[:, :cx].contiguous(), w[:, cx:].contiguous()))
-            self._split_cache[tag[:1]] = hit
+            self._split_cache[id(conv)] = hit
         return hit[1]
 
     def forward_shared(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
