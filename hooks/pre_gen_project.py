@@ -29,6 +29,9 @@ DOCKER_IMAGE_RE = re.compile(
 # A Docker tag is at most 128 characters of [A-Za-z0-9_.-], not starting with . or -.
 DOCKER_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
+# Characters a Dockerfile ARG default or a shell word would interpret.
+DOCKER_UNSAFE = frozenset("$\"'`\\")
+
 Rule = Callable[[Any], "str | None"]
 
 
@@ -83,6 +86,8 @@ def _version(value: Any) -> str | None:
 def _url(value: Any) -> str | None:
     if not isinstance(value, str) or any(c.isspace() for c in value):
         return "must be a URL without spaces"
+    if any(c in DOCKER_UNSAFE for c in value):
+        return "must not contain $, quotes, backslashes or backticks (it is a Docker build arg)"
     parts = urlsplit(value)
     if parts.scheme not in ("https", "file"):
         return "must use the https:// or file:// scheme"

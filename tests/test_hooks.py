@@ -30,6 +30,8 @@ BAD_ANSWERS: list[tuple[str, str, str]] = [
     ("weights_url", "http://example.com/w.pth", "https:// or file://"),
     ("weights_url", "ftp://example.com/w.pth", "https:// or file://"),
     ("weights_url", "https://example.com/", "file name"),
+    ("weights_url", "https://example.com/$HOME/w.pth", "Docker build arg"),
+    ("weights_url", 'https://example.com/"w".pth', "Docker build arg"),
     ("weights_sha256", "abc123", "64 lower-case hexadecimal"),
     ("weights_sha256", "G" * 64, "64 lower-case hexadecimal"),
     ("port", "0", "between 1 and 65535"),
