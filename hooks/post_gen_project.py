@@ -1,5 +1,5 @@
 """Finish the generated app: pick the starter model and licence, drop unchosen options,
-record the answers, print next steps.
+record the vendored runtime and the answers (with the template's commit), print next steps.
 
 Runs inside the generated directory. No network access. The answers arrive through
 ``tojson`` like in the pre-gen hook.
@@ -7,8 +7,11 @@ Runs inside the generated directory. No network access. The answers arrive throu
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ from typing import Any
 ANSWERS: dict[str, Any] = json.loads({{ cookiecutter | jsonify | tojson }})
 
 PACKAGE_DIR = Path("src") / ANSWERS["__package_name"]
+RUNTIME_DIR = Path("src") / "sly_vos"
+VERSION_RE = re.compile(r'^__version__ = "([^"]+)"$', re.MULTILINE)
 
 # Starter model choice -> file that becomes ``model.py``.
 STARTER_FILES: dict[str, str] = {
@@ -74,11 +79,65 @@ def remove_unchosen(removals: list[tuple[bool, list[str]]]) -> None:
                 path.unlink()
 
 
-def record_answers(answers: dict[str, Any]) -> None:
+def template_source(answers: dict[str, Any]) -> tuple[str, str | None]:
+    """Where the template came from and at which commit.
+
+    ``cruft create`` passes both (``_template``, ``_commit``) and rewrites ``.cruft.json``
+    itself afterwards; plain ``cookiecutter`` passes the template as given and the folder it
+    rendered from (``_repo_dir``), whose git commit is read here.
+    """
+    template = str(answers.get("_template") or answers["_template_url"])
+    commit = answers.get("_commit")
+    repo_dir = answers.get("_repo_dir")
+    if repo_dir and Path(repo_dir).is_dir():
+        if not re.match(r"^[a-z][a-z0-9+.-]*://|^git@|^gh:", template):
+            template = str(Path(repo_dir).resolve())  # a local checkout: clonable by path
+        if commit is None:
+            commit = git_commit(Path(repo_dir))
+    return template, commit
+
+
+def git_commit(repo_dir: Path) -> str | None:
+    """HEAD of the template checkout, or None when it is not a git repository."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo_dir), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def record_runtime(template: str, commit: str | None) -> None:
+    """Drop caches from the vendored runtime and write ``src/sly_vos/VENDORED.json``: its
+    version, its source, and the sha256 of every file (its tests say when one was edited)."""
+    for cache in list(RUNTIME_DIR.rglob("__pycache__")):
+        shutil.rmtree(cache)
+    files = sorted(p for p in RUNTIME_DIR.rglob("*") if p.is_file() and p.name != "VENDORED.json")
+    init = (RUNTIME_DIR / "__init__.py").read_text(encoding="utf-8")
+    found = VERSION_RE.search(init)
+    record = {
+        "package": "sly_vos",
+        "version": found.group(1) if found else None,
+        "template": template,
+        "commit": commit,
+        "note": "verbatim copy of the template's runtime: do not edit, update with cruft update",
+        "files": {
+            p.relative_to(RUNTIME_DIR).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files
+        },
+    }
+    (RUNTIME_DIR / "VENDORED.json").write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+
+
+def record_answers(answers: dict[str, Any], template: str, commit: str | None) -> None:
     """Write ``.cruft.json`` so the app can be re-rendered or updated (``cruft update``)."""
     record = {
-        "template": answers["_template_url"],
-        "commit": None,
+        "template": template,
+        "commit": commit,
         "checkout": None,
         "context": {"cookiecutter": recorded_answers(answers)},
         "directory": None,
@@ -106,7 +165,9 @@ def main() -> int:
     select_starter(ANSWERS["starter_model"])
     select_license(ANSWERS["license"])
     remove_unchosen(REMOVALS)
-    record_answers(ANSWERS)
+    template, commit = template_source(ANSWERS)
+    record_runtime(template, commit)
+    record_answers(ANSWERS, template, commit)
     print(next_steps(ANSWERS))
     return 0
 

@@ -2,7 +2,9 @@
 
 No weights, no GPU: the app tracks out of the box, so the serving side can be tried end to
 end before a real model is plugged in. Replace this file with your model; keep the contract
-of ``docs/ARCHITECTURE.md`` (``WEIGHTS_REQUIRED``, ``Tracker``, ``make_test_weights``).
+(``WEIGHTS_REQUIRED``, ``Tracker(weights_path, device)``, ``Tracker.track`` reading frames
+from an iterator and yielding one mask per frame, ``make_test_weights``; the stub starter's
+docstring spells it out).
 
 How a frame is labelled (all at a working resolution with short side <= ``WORK_SHORT_SIDE``):
 
@@ -23,6 +25,7 @@ Memory is bounded: only the previous grey frame and label map are kept, never al
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -49,25 +52,26 @@ class Tracker:
         self.weights_path = weights_path
         self.device = device
 
-    def track(self, frames: list[np.ndarray], label_mask: np.ndarray) -> list[np.ndarray]:
-        """Return one HxW uint8 label map per frame; index 0 is ``label_mask`` itself."""
+    def track(self, frames: Iterable[np.ndarray], label_mask: np.ndarray) -> Iterator[np.ndarray]:
+        """Yield one HxW uint8 label map per frame, as soon as it is computed; the first is
+        ``label_mask`` itself. Only the previous frame is kept."""
+        frames = iter(frames)
         height, width = label_mask.shape
         label_mask = label_mask.astype(np.uint8, copy=False)
         num_labels = int(label_mask.max()) + 1
-        results = [label_mask.copy()]
-        if len(frames) == 1:
-            return results
+        first = next(frames)
+        yield label_mask.copy()
         work = _work_size(height, width)
         upsample = _Upsampler((height, width), work)
         flow = _make_flow()
-        prev_rgb = _resize_rgb(frames[0], work)
+        prev_rgb = _resize_rgb(first, work)
         prev_gray = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
         labels = _resize_labels(label_mask, work, num_labels)
         hists = _AppearanceModel(num_labels, prev_rgb, labels)
         grid_x, grid_y = np.meshgrid(
             np.arange(work[0], dtype=np.float32), np.arange(work[1], dtype=np.float32)
         )
-        for frame in frames[1:]:
+        for frame in frames:
             rgb = _resize_rgb(frame, work)
             gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
             backward = flow.calc(gray, prev_gray, None)
@@ -80,9 +84,8 @@ class Tracker:
             labels = _relabel(warped, unsure, bins, hists, num_labels)
             labels = _drop_fragments(labels, num_labels)
             hists.update(bins, labels, ~unsure)
-            results.append(upsample(labels, num_labels))
+            yield upsample(labels, num_labels)
             prev_gray = gray
-        return results
 
 
 def make_test_weights(directory: Path) -> Path | None:

@@ -1,27 +1,27 @@
-"""Everything the app's code needs from the template answers, as Python literals.
+"""This app's settings: the template answers it was generated with, as Python literals.
 
-Generated from the cookiecutter answers (recorded in ``.cruft.json``); the versions here
-must agree with ``config.json``, ``requirements.txt`` and ``docker/Dockerfile``.
+The runtime (``sly_vos``) derives everything else from them: the environment variables
+``{{ cookiecutter.__env_prefix }}_WEIGHTS`` (a weights file to use instead of downloading),
+``{{ cookiecutter.__env_prefix }}_MODEL_DIR`` (where weights are found and downloaded to) and
+``{{ cookiecutter.__env_prefix }}_DEVICE`` (force ``cpu`` or ``cuda``). The versions must agree
+with ``config.json``, ``requirements.txt`` and ``docker/Dockerfile`` (the tests check it).
 """
 
 from __future__ import annotations
 
-MODEL_NAME: str = {{ cookiecutter.model_name|py_str }}
-APP_NAME: str = {{ cookiecutter.app_name|py_str }}
-APP_SLUG: str = "{{ cookiecutter.app_slug }}"
-PACKAGE: str = "{{ cookiecutter.__package_name }}"
-APP_VERSION: str = "{{ cookiecutter.app_version }}"
-SDK_VERSION: str = "{{ cookiecutter.sdk_version }}"
-PORT: int = {{ cookiecutter.port|int }}
+from sly_vos import AppSettings
 
-# Weights: looked for in the model dir, then at $WEIGHTS_ENV, then downloaded.
-WEIGHTS_URL: str = {{ cookiecutter.weights_url|py_str }}
-WEIGHTS_SHA256: str | None = {{ cookiecutter.weights_sha256|py_str if cookiecutter.weights_sha256 else "None" }}
-WEIGHTS_FILENAME: str = "{{ cookiecutter.__weights_filename }}"
-WEIGHTS_ENV: str = "{{ cookiecutter.__env_prefix }}_WEIGHTS"
-MODEL_DIR_ENV: str = "{{ cookiecutter.__env_prefix }}_MODEL_DIR"
-DEVICE_ENV: str = "{{ cookiecutter.__env_prefix }}_DEVICE"
-DOCKER_MODEL_DIR: str = "/weights"
-
-# GPU policy of the manifest: "required", "preferred" or "no".
-GPU: str = "{{ cookiecutter.gpu }}"
+SETTINGS = AppSettings(
+    model_name={{ cookiecutter.model_name|py_str }},
+    app_name={{ cookiecutter.app_name|py_str }},
+    app_slug="{{ cookiecutter.app_slug }}",
+    package="{{ cookiecutter.__package_name }}",
+    app_version="{{ cookiecutter.app_version }}",
+    sdk_version="{{ cookiecutter.sdk_version }}",
+    port={{ cookiecutter.port|int }},
+    weights_url={{ cookiecutter.weights_url|py_str }},
+    weights_sha256={{ cookiecutter.weights_sha256|py_str if cookiecutter.weights_sha256 else "None" }},
+    weights_filename="{{ cookiecutter.__weights_filename }}",
+    env_prefix="{{ cookiecutter.__env_prefix }}",
+    gpu="{{ cookiecutter.gpu }}",
+)

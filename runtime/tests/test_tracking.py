@@ -1,14 +1,13 @@
-"""The model behind the app, through ``tracking.run_tracker`` (what ``predict`` calls).
+"""``tracking``: id compaction and restore, the checks of every input and of what a model
+yields, the limits, and streaming (frames read only as the model asks, closed on stop).
 
-Contract: caller ids survive, one uint8 HxW mask per frame, frame 0 is the input mask;
-every validation rule of ``validation.py`` (field + HTTP status); checks of what a model
-returns; and the tracking-quality bar on the synthetic clip.
+Model-independent: a ``Spy`` tracker stands in for the model. Each app's own model is held
+to the same contract by the ``contract`` suite of ``sly_vos.testing``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -16,28 +15,10 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from serve_xmem import limits, model, synthetic
-from serve_xmem.tracking import TrackerOutputError, run_tracker
-from serve_xmem.validation import InputError
-
-# The stub starter does not track yet: Tracker.track raises NotImplementedError. Tests that
-# need tracking are expected to fail that way until model.py is filled in (then pytest
-# reports XPASS: remove these markers).
-needs_model = pytest.mark.xfail(
-    raises=NotImplementedError, reason="stub starter: fill in Tracker.track in model.py",
-    strict=False,
-)
-quality_bar = pytest.mark.xfail(
-    reason="stub starter: no tracking until Tracker.track is filled in", strict=False
-)
-
-MIN_MEAN_J = 0.6  # mean J over frames 1..N-1 of the synthetic clip
-MIN_GAIN_OVER_COPY = 0.2  # over copying the first mask to every frame
-
-
-@pytest.fixture(scope="module")
-def tracker(test_weights: Path | None) -> model.Tracker:
-    return model.Tracker(test_weights, "cpu")
+from sly_vos import limits
+from sly_vos.dev import synthetic
+from sly_vos.tracking import TrackerOutputError, run_tracker, track_stream
+from sly_vos.validation import InputError
 
 
 @pytest.fixture(scope="module")
@@ -52,86 +33,25 @@ class Spy:
         self.calls: list[np.ndarray] = []
         self.reply = reply or (lambda frames, mask: [mask.copy() for _ in frames])
 
-    def track(self, frames: list[np.ndarray], label_mask: np.ndarray) -> object:
+    def track(self, frames: Iterator[np.ndarray], label_mask: np.ndarray) -> object:
         self.calls.append(label_mask.copy())
-        return self.reply(frames, label_mask)
+        return self.reply(list(frames), label_mask)
 
 
-# --- the module contract -------------------------------------------------------------
+class Streamer:
+    """A generator tracker that counts the frames it has read and whether it was closed."""
 
+    def __init__(self) -> None:
+        self.read = 0
+        self.closed = False
 
-def test_model_module_contract(test_weights: Path | None) -> None:
-    assert isinstance(model.WEIGHTS_REQUIRED, bool)
-    if model.WEIGHTS_REQUIRED:
-        assert test_weights is not None and test_weights.is_file()
-    model.Tracker(test_weights, "cpu")  # constructing never raises: the app must start
-
-
-def test_stub_track_points_to_model_py(tracker: model.Tracker, clip: synthetic.Clip) -> None:
-    try:
-        tracker.track(clip.frames[:2], (clip.masks[0] > 0).astype(np.uint8))
-    except NotImplementedError as error:
-        assert "model.py" in str(error)
-    else:
-        pytest.skip("model.py is filled in: the stub's NotImplementedError no longer applies")
-
-
-# --- predict contract on a synthetic clip ----------------------------------------------
-
-
-@needs_model
-def test_ids_shapes_and_first_frame(tracker: model.Tracker, clip: synthetic.Clip) -> None:
-    mask = clip.masks[0]
-    assert set(np.unique(mask)) == {0, 3, 7, 12}
-    out = run_tracker(tracker, clip.frames, mask)
-    assert len(out) == len(clip.frames)
-    for pred in out:
-        assert pred.shape == mask.shape
-        assert pred.dtype == np.uint8
-        assert set(np.unique(pred)) <= {0, 3, 7, 12}
-    np.testing.assert_array_equal(out[0], mask)
-    assert set(np.unique(out[1])) == {0, 3, 7, 12}  # objects move 1-3 px: none is lost
-
-
-@needs_model
-@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.int64, np.uint16])
-def test_integer_mask_dtypes_accepted(
-    tracker: model.Tracker, clip: synthetic.Clip, dtype: type
-) -> None:
-    mask = clip.masks[0].astype(dtype)
-    out = run_tracker(tracker, clip.frames[:3], mask)
-    assert [m.dtype for m in out] == [np.uint8] * 3
-    np.testing.assert_array_equal(out[0], clip.masks[0])
-
-
-@needs_model
-def test_single_frame(tracker: model.Tracker, clip: synthetic.Clip) -> None:
-    out = run_tracker(tracker, clip.frames[:1], clip.masks[0])
-    assert len(out) == 1
-    np.testing.assert_array_equal(out[0], clip.masks[0])
-    assert out[0].dtype == np.uint8
-
-
-@needs_model
-def test_frames_are_not_modified(tracker: model.Tracker, clip: synthetic.Clip) -> None:
-    frames = [f.copy() for f in clip.frames[:3]]
-    mask = clip.masks[0].copy()
-    run_tracker(tracker, frames, mask)
-    for before, after in zip(clip.frames[:3], frames, strict=True):
-        np.testing.assert_array_equal(before, after)
-    np.testing.assert_array_equal(mask, clip.masks[0])
-
-
-@quality_bar
-def test_tracking_quality_on_synthetic_clip(tracker: model.Tracker) -> None:
-    long_clip = synthetic.make_clip(num_frames=20, ids=(3, 7), seed=0)
-    preds = run_tracker(tracker, long_clip.frames, long_clip.masks[0])
-    quality = synthetic.mean_j(preds, long_clip.masks, long_clip.ids)
-    baseline = synthetic.mean_j(
-        [long_clip.masks[0]] * len(long_clip.masks), long_clip.masks, long_clip.ids
-    )
-    assert quality >= MIN_MEAN_J, f"mean J {quality:.3f} (copy-first-mask {baseline:.3f})"
-    assert quality >= baseline + MIN_GAIN_OVER_COPY, f"mean J {quality:.3f} vs {baseline:.3f}"
+    def track(self, frames: Iterator[np.ndarray], label_mask: np.ndarray) -> Iterator[np.ndarray]:
+        try:
+            for _ in frames:
+                self.read += 1
+                yield label_mask.copy()
+        finally:
+            self.closed = True
 
 
 # --- id compaction and restore (any model) ---------------------------------------------
@@ -294,6 +214,8 @@ def test_limits_at_the_edge_pass(monkeypatch: pytest.MonkeyPatch) -> None:
 BAD_OUTPUTS = {
     "too few masks": lambda frames, mask: [mask],
     "not a list": lambda frames, mask: None,
+    "an array, not a list": lambda frames, mask: np.stack([mask for _ in frames]),
+    "too many masks": lambda frames, mask: [mask] * (len(frames) + 1),
     "wrong shape": lambda frames, mask: [mask[:, :-1] for _ in frames],
     "float masks": lambda frames, mask: [mask.astype(np.float32) for _ in frames],
     "unknown id": lambda frames, mask: [mask + (mask > 0) for _ in frames],
@@ -306,3 +228,44 @@ def test_bad_model_output_is_an_error(case: str) -> None:
     with pytest.raises(TrackerOutputError, match="track\\(\\)"):
         run_tracker(Spy(BAD_OUTPUTS[case]), _frames(), _mask())
     assert not issubclass(TrackerOutputError, RuntimeError)
+
+
+# --- streaming -------------------------------------------------------------------------
+
+
+def test_frames_are_read_only_as_the_model_asks(clip: synthetic.Clip) -> None:
+    model = Streamer()
+    pulled: list[int] = []
+
+    def frames() -> Iterator[np.ndarray]:
+        for index, frame in enumerate(clip.frames):
+            pulled.append(index)
+            yield frame
+
+    stream = track_stream(model, frames(), clip.masks[0], len(clip.frames))
+    next(stream), next(stream)
+    assert pulled == [0, 1] and model.read == 2
+    stream.close()
+    assert model.closed, "closing the stream (a stop) must close the model's generator"
+
+
+def test_stream_checks_each_frame_as_it_arrives(clip: synthetic.Clip) -> None:
+    frames = list(clip.frames[:3]) + [np.zeros((5, 5, 3), np.uint8)]
+    stream = track_stream(Streamer(), iter(frames), clip.masks[0], 4)
+    assert len([next(stream) for _ in range(3)]) == 3
+    with pytest.raises(InputError) as info:
+        next(stream)
+    assert info.value.field == "frames[3]"
+
+
+@pytest.mark.parametrize(("given_frames", "announced"), [(3, 4), (5, 4)])
+def test_stream_refuses_a_frame_count_other_than_announced(
+    clip: synthetic.Clip, given_frames: int, announced: int
+) -> None:
+    with pytest.raises(InputError, match="announced"):
+        list(track_stream(Streamer(), iter(clip.frames[:given_frames]), clip.masks[0], announced))
+
+
+def test_a_model_may_return_a_list(clip: synthetic.Clip) -> None:
+    out = list(track_stream(Spy(), iter(clip.frames), clip.masks[0], len(clip.frames)))
+    assert len(out) == len(clip.frames)

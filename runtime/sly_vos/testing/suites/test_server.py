@@ -1,29 +1,28 @@
 """The app served by a real uvicorn server on 127.0.0.1, spoken to over real HTTP.
 
-One server for the module. Covers the routes a Supervisely client calls, tracking quality
-through ``/track-api-files`` (all objects tracked jointly), and every bad request the issue
-lists: each gets a JSON 4xx naming the field, and the next valid request still succeeds.
+One server for the session (the plugin's ``server``). Covers the session routes, tracking
+through ``/track-api-files`` (all objects tracked jointly, polygons answered as polygons),
+and every bad request: each gets a JSON 4xx naming the field, and the next valid request
+still succeeds. The labeling tool's own endpoints are in ``test_protocol.py``.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
-import logging
 import math
-import threading
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import supervisely as sly
-from fastapi import HTTPException
 
-from _server import (
+from sly_vos import limits
+from sly_vos.appspec import AppSpec
+from sly_vos.dev import synthetic
+from sly_vos.testing import ModelProfile, tracked_or_raise
+from sly_vos.testing.server import (
     Server,
     answer_to_label_masks,
     bitmap_geometry,
@@ -37,16 +36,6 @@ from _server import (
     raw_bitmap_geometry,
     track_settings,
 )
-from serve_xmem import limits, settings, synthetic
-from serve_xmem.app import XMemTracker
-from serve_xmem.validation import InputError
-
-# The stub starter has no model yet: Tracker.track raises NotImplementedError, the server
-# answers 501. Tests that need tracking are expected to fail until model.py is filled in
-# (pytest then reports XPASS); a valid request may answer 200 or 501.
-needs_model = pytest.mark.xfail(reason="stub starter: fill in Tracker in model.py", strict=False)
-OK_STATUSES = (200, 501)
-
 
 # The quality bar through the server on the synthetic clip (see synthetic.py).
 MIN_MEAN_J = 0.6
@@ -54,23 +43,21 @@ MIN_GAIN_OVER_COPY = 0.2
 
 
 @pytest.fixture(scope="module")
-def server(app_root: Path, server_env: dict[str, str], tmp_path_factory) -> Server:
-    srv = Server(app_root, server_env, tmp_path_factory.mktemp("server") / "server.log")
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
 def clip() -> synthetic.Clip:
     return synthetic.make_clip(num_frames=20, ids=(3, 7), seed=0)
 
 
-def assert_still_serving(server: Server, clip: synthetic.Clip) -> None:
+@pytest.fixture(scope="module")
+def ok_status(model_profile: ModelProfile) -> int:
+    """What a valid tracking request answers: 200, or 501 while the model is a stub."""
+    return 501 if model_profile.stub else 200
+
+
+def assert_still_serving(server: Server, clip: synthetic.Clip, ok_status: int) -> None:
     """A small valid request right after a bad one is answered normally."""
     files, request = clip_request(clip.frames[:3], clip.masks[0], clip.ids)
     response = post_track(server.base_url, files, request)
-    assert response.status_code in OK_STATUSES, response.text[:500] + "\n" + server.log_tail()
+    assert response.status_code == ok_status, response.text[:500] + "\n" + server.log_tail()
     if response.status_code == 200:
         assert len(response.json()) == 2
 
@@ -84,12 +71,12 @@ def test_is_ready(server: Server) -> None:
     assert response.json() == {"status": "ready"}
 
 
-def test_session_info(server: Server) -> None:
+def test_session_info(server: Server, app_spec: AppSpec) -> None:
     response = server.post("/get_session_info")
     assert response.status_code == 200, response.text
     info = response.json()
-    assert info["app_version"] == settings.APP_VERSION
-    assert info["model_name"] == settings.MODEL_NAME
+    assert info["app_version"] == app_spec.settings.app_version
+    assert info["model_name"] == app_spec.settings.model_name
     assert info["device"] == "cpu"
     assert info["task type"] == "tracking"
     assert info["limits"]["max_frames"] == limits.MAX_FRAMES
@@ -99,10 +86,11 @@ def test_session_info(server: Server) -> None:
 # ---------------------------------------------------------------- tracking
 
 
-@needs_model
+@pytest.mark.needs_tracking
+@pytest.mark.quality
 def test_round_trip_tracks_every_object(server: Server, clip: synthetic.Clip) -> None:
     files, request = clip_request(clip.frames, clip.masks[0], clip.ids)
-    response = post_track(server.base_url, files, request)
+    response = tracked_or_raise(post_track(server.base_url, files, request))
     assert response.status_code == 200, response.text[:500] + "\n" + server.log_tail()
     answer = response.json()
     assert len(answer) == len(clip.frames) - 1  # one entry per frame after the annotated one
@@ -117,12 +105,12 @@ def test_round_trip_tracks_every_object(server: Server, clip: synthetic.Clip) ->
     assert quality >= baseline + MIN_GAIN_OVER_COPY
 
 
-@needs_model
+@pytest.mark.needs_tracking
 def test_objects_are_tracked_jointly(server: Server, clip: synthetic.Clip) -> None:
     """One label mask for all objects: answered masks never overlap (tracked one by one, as
     the SDK does, both objects would claim the pixels where they cross)."""
     files, request = clip_request(clip.frames, clip.masks[0], clip.ids)
-    response = post_track(server.base_url, files, request)
+    response = tracked_or_raise(post_track(server.base_url, files, request))
     assert response.status_code == 200, response.text[:500]
     height, width = clip.masks[0].shape
     for frame_items in response.json():
@@ -131,7 +119,8 @@ def test_objects_are_tracked_jointly(server: Server, clip: synthetic.Clip) -> No
         assert coverage.max() <= 1
 
 
-@needs_model
+@pytest.mark.needs_tracking
+@pytest.mark.quality
 def test_fully_covered_geometry_leaves_a_gap(server: Server, clip: synthetic.Clip) -> None:
     """Three geometries, the middle one hidden under the third: ids 1 and 3 reach the model
     (non-consecutive), the hidden one yields nothing, the others keep their order."""
@@ -142,7 +131,9 @@ def test_fully_covered_geometry_leaves_a_gap(server: Server, clip: synthetic.Cli
     assert not (hidden & first).any()
     files = [encode_frame(frame) for frame in clip.frames[:6]]
     geometries = [bitmap_geometry(first), bitmap_geometry(hidden), bitmap_geometry(second)]
-    response = post_track(server.base_url, files, track_settings(len(files), geometries))
+    response = tracked_or_raise(
+        post_track(server.base_url, files, track_settings(len(files), geometries))
+    )
     assert response.status_code == 200, response.text[:500] + "\n" + server.log_tail()
     answer = response.json()
     assert len(answer) == 5
@@ -153,17 +144,20 @@ def test_fully_covered_geometry_leaves_a_gap(server: Server, clip: synthetic.Cli
             assert synthetic.iou(got.astype(np.uint8), (clip.masks[index] == obj_id), 1) > 0.5
 
 
-@needs_model
+@pytest.mark.needs_tracking
 def test_polygon_input_is_answered_with_polygons(server: Server, clip: synthetic.Clip) -> None:
     first, second = (clip.masks[0] == obj_id for obj_id in clip.ids)
     files = [encode_frame(frame) for frame in clip.frames[:4]]
     geometries = polygon_geometries(first)[:1] + [bitmap_geometry(second)]
-    response = post_track(server.base_url, files, track_settings(len(files), geometries))
+    response = tracked_or_raise(
+        post_track(server.base_url, files, track_settings(len(files), geometries))
+    )
     assert response.status_code == 200, response.text[:500] + "\n" + server.log_tail()
     for frame_items in response.json():
         kinds = [item["type"] for item in frame_items]
-        assert kinds and kinds[-1] == "bitmap"
-        assert set(kinds[:-1]) <= {"polygon"} and kinds.count("bitmap") == 1
+        assert set(kinds) <= {"polygon", "bitmap"} and kinds.count("bitmap") <= 1
+        if "bitmap" in kinds:  # the second object; the first one's polygons come before it
+            assert kinds[-1] == "bitmap"
 
 
 def test_one_frame_answers_nothing_to_track(server: Server, clip: synthetic.Clip) -> None:
@@ -173,28 +167,16 @@ def test_one_frame_answers_nothing_to_track(server: Server, clip: synthetic.Clip
     assert response.json() == []
 
 
-def test_grayscale_and_rgba_frames_are_accepted(server: Server, clip: synthetic.Clip) -> None:
+def test_grayscale_and_rgba_frames_are_accepted(
+    server: Server, clip: synthetic.Clip, ok_status: int
+) -> None:
     gray = [encode_frame(frame.mean(axis=2).astype(np.uint8)) for frame in clip.frames[:2]]
     alpha = np.full(clip.frames[0].shape[:2] + (1,), 255, dtype=np.uint8)
     rgba = [encode_frame(np.concatenate([clip.frames[2], alpha], axis=2))]
     geometries = [bitmap_geometry(clip.masks[0] == obj_id) for obj_id in clip.ids]
     files = gray + rgba
     response = post_track(server.base_url, files, track_settings(len(files), geometries))
-    assert response.status_code in OK_STATUSES, response.text[:500]
-
-
-def test_stub_model_answers_501_and_keeps_serving(server: Server, clip: synthetic.Clip) -> None:
-    files, request = clip_request(clip.frames[:3], clip.masks[0], clip.ids)
-    response = post_track(server.base_url, files, request)
-    if response.status_code == 200:
-        pytest.skip("model.py is filled in: the 501 answer of the stub no longer applies")
-    assert response.status_code == 501, response.text[:500]
-    detail = error_of(response)
-    assert "model.py" in detail["error"]
-    assert detail["field"] == "model"
-    assert server.post("/is_ready").status_code == 200
-    bad = post_track(server.base_url, files, "{not json")
-    assert bad.status_code == 400 and error_of(bad)["field"] == "settings"
+    assert response.status_code == ok_status, response.text[:500]
 
 
 # ---------------------------------------------------------------- bad requests
@@ -343,7 +325,7 @@ BAD_REQUESTS: dict[str, tuple[Callable[[synthetic.Clip], Request], int, str]] = 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_bad_request_gets_json_4xx_and_server_keeps_serving(
-    server: Server, clip: synthetic.Clip, case: str
+    server: Server, clip: synthetic.Clip, ok_status: int, case: str
 ) -> None:
     build, status, field = BAD_REQUESTS[case]
     files, request = build(clip)
@@ -352,10 +334,12 @@ def test_bad_request_gets_json_4xx_and_server_keeps_serving(
     detail = error_of(response)
     assert detail["field"] == field
     assert detail["error"].startswith(field), detail["error"]
-    assert_still_serving(server, clip)
+    assert_still_serving(server, clip, ok_status)
 
 
-def test_total_pixel_limit_is_checked_from_headers(server: Server, clip: synthetic.Clip) -> None:
+def test_total_pixel_limit_is_checked_from_headers(
+    server: Server, clip: synthetic.Clip, ok_status: int
+) -> None:
     """Frames each within MAX_FRAME_PIXELS but together over MAX_TOTAL_PIXELS are refused
     from their headers: the files here are a few hundred bytes and never decoded."""
     side = math.isqrt(limits.MAX_FRAME_PIXELS)
@@ -368,109 +352,14 @@ def test_total_pixel_limit_is_checked_from_headers(server: Server, clip: synthet
     assert response.status_code == 413, response.text[:500]
     detail = error_of(response)
     assert detail["field"] == "files" and "MAX_TOTAL_PIXELS" in detail["error"]
-    assert_still_serving(server, clip)
+    assert_still_serving(server, clip, ok_status)
 
 
-def test_frame_count_limit(server: Server, clip: synthetic.Clip) -> None:
+def test_frame_count_limit(server: Server, clip: synthetic.Clip, ok_status: int) -> None:
     count = limits.MAX_FRAMES + 1
     files = [encode_frame(np.zeros((8, 8, 3), np.uint8))] * count
     geometries = [raw_bitmap_geometry(np.ones((8, 8), np.uint8))]
     response = post_track(server.base_url, files, track_settings(count, geometries))
     assert response.status_code in (400, 413), response.text[:500]
     assert error_of(response)["field"] == "files"
-    assert_still_serving(server, clip)
-
-
-# ---------------------------------------------------------------- error mapping (no server)
-
-
-@pytest.fixture()
-def bare_app() -> XMemTracker:
-    """The serving class without ``__init__`` (no model, no Application): only what
-    ``track_api_files`` touches."""
-    app = object.__new__(XMemTracker)
-    app._request_lock = threading.Lock()
-    app._predict_lock = threading.Lock()
-    return app
-
-
-def _files(count: int = 2) -> tuple[list[io.BytesIO], dict[str, Any]]:
-    frame = np.zeros((32, 32, 3), np.uint8)
-    mask = np.zeros((32, 32), bool)
-    mask[4:9, 4:9] = True
-    files = [io.BytesIO(encode_frame(frame)) for _ in range(count)]
-    return files, track_settings(count, [bitmap_geometry(mask)])
-
-
-@pytest.mark.parametrize(
-    ("error", "status", "field"),
-    [
-        (InputError("frames", "over a limit", 413), 413, "frames"),
-        (NotImplementedError("Tracker.track"), 501, "model"),
-        (RuntimeError("boom"), 500, None),
-    ],
-)
-def test_errors_from_the_model_become_json_answers(
-    bare_app, caplog: pytest.LogCaptureFixture, error: Exception, status: int, field: str | None
-) -> None:
-    def failing_predict(frames: list[np.ndarray], input_mask: np.ndarray) -> list[np.ndarray]:
-        raise error
-
-    bare_app.predict = failing_predict
-    files, request = _files()
-    sly.logger.addHandler(caplog.handler)
-    try:
-        with pytest.raises(HTTPException) as raised:
-            bare_app.track_api_files(files, request)
-    finally:
-        sly.logger.removeHandler(caplog.handler)
-    assert raised.value.status_code == status
-    assert raised.value.detail["field"] == field
-    assert isinstance(raised.value.detail["error"], str) and raised.value.detail["error"]
-    if status == 501:
-        assert "model.py" in raised.value.detail["error"]
-    if status == 500:
-        assert any(r.levelno >= logging.ERROR and "boom" in r.getMessage() for r in caplog.records)
-
-
-class _CountingFile(io.BytesIO):
-    reads = 0
-
-    def read(self, *args: Any) -> bytes:
-        _CountingFile.reads += 1
-        return super().read(*args)
-
-
-def test_frame_count_limit_is_checked_before_any_file_is_read(
-    bare_app, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The real MAX_FRAMES (1000) coincides with Starlette's own cap of 1000 files per form,
-    # so over HTTP Starlette answers first; this checks the app's own check behind it.
-    monkeypatch.setattr(limits, "MAX_FRAMES", 2)
-    files, request = _files(3)
-    counting = [_CountingFile(f.getvalue()) for f in files]
-    _CountingFile.reads = 0
-    with pytest.raises(HTTPException) as raised:
-        bare_app.track_api_files(counting, request)
-    assert raised.value.status_code == 413
-    assert raised.value.detail["field"] == "files"
-    assert "MAX_FRAMES=2" in raised.value.detail["error"]
-    assert _CountingFile.reads == 0
-
-
-def test_predict_is_called_once_with_all_objects(bare_app) -> None:
-    calls: list[np.ndarray] = []
-
-    def recording_predict(frames: list[np.ndarray], input_mask: np.ndarray) -> list[np.ndarray]:
-        calls.append(input_mask.copy())
-        return [input_mask.copy() for _ in frames]
-
-    bare_app.predict = recording_predict
-    files, request = _files(3)
-    second = np.zeros((32, 32), bool)
-    second[20:30, 20:30] = True
-    request["input_geometries"].append(bitmap_geometry(second))
-    answer = bare_app.track_api_files(files, request)
-    assert len(calls) == 1
-    assert sorted(np.unique(calls[0]).tolist()) == [0, 1, 2]
-    assert [len(frame) for frame in answer] == [2, 2]
+    assert_still_serving(server, clip, ok_status)

@@ -1,12 +1,12 @@
 """Score the app's tracker on a DAVIS-style folder: J, F and J&F per video and overall.
 
-    python -m <pkg>.evaluate DATA_DIR [--out OUT] [--videos a,b] [--weights PATH]
-                             [--device cpu] [--size N] [--timeout S] [--predictions DIR]
+    python -m sly_vos.dev.evaluate DATA_DIR --app PACKAGE [--out OUT] [--videos a,b]
+        [--weights PATH] [--device cpu] [--size N] [--timeout S] [--predictions DIR]
 
 ``DATA_DIR`` holds ``JPEGImages/<video>/*.jpg|png`` and ``Annotations/<video>/*.png`` (palette
 or grey PNGs whose pixel values are the object ids). The first annotation of a video is the
-prompt; the tracker runs in this process (no server), through ``tracking.run_tracker`` like
-the app. ``--predictions DIR`` skips tracking and scores ``DIR/<video>/*.png`` instead.
+prompt; the app's tracker (``PACKAGE.model``) runs in this process (no server), through
+``tracking.run_tracker`` like the app. ``--predictions DIR`` skips tracking and scores ``DIR/<video>/*.png`` instead.
 
 Scores follow the DAVIS semi-supervised convention, computed by ``vos-benchmark``: the first
 (prompt) and last annotated frames are excluded, J and F are averaged per object over frames,
@@ -40,11 +40,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from . import settings
+from ..appspec import AppSpec, AppSpecError
+from ..tracking import run_tracker
+from ..validation import InputError
 from .overlay import write_overlays
 from .synthetic import save_label_png
-from .tracking import run_tracker
-from .validation import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_TIMEOUT_S = 900.0
@@ -328,11 +328,10 @@ def write_results(summary: dict, out: Path) -> tuple[Path, Path]:
     return json_path, csv_path
 
 
-def load_tracker(weights: str | None, device: str):
-    """The app's model, loaded like ``app.load_on_device`` does (weights only when needed)."""
-    from . import model
-    from .device import choose_device
-    from .weights import WeightsError, resolve_weights
+def load_tracker(spec: AppSpec, weights: str | None, device: str):
+    """The app's model, loaded like ``TrackingApp.load_on_device`` (weights only when needed)."""
+    from ..device import choose_device
+    from ..weights import WeightsError, resolve_weights
 
     chosen = choose_device(device)
     path: Path | None = None
@@ -340,20 +339,23 @@ def load_tracker(weights: str | None, device: str):
         path = Path(weights).expanduser()
         if not path.is_file():
             raise EvaluationError(f"--weights: {path} is not a file")
-    elif model.WEIGHTS_REQUIRED:
+    elif spec.weights_required:
         try:
-            path = resolve_weights(None)
+            path = resolve_weights(spec.settings)
         except WeightsError as exc:
             raise EvaluationError(f"weights: {exc} (or pass --weights PATH)") from exc
-    return model.Tracker(path, chosen)
+    return spec.make_tracker(path, chosen)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=f"python -m {settings.PACKAGE}.evaluate",
-        description="Score the tracker on a DAVIS-style folder (J, F, J&F; vos-benchmark).",
+        prog="python -m sly_vos.dev.evaluate",
+        description="Score an app's tracker on a DAVIS-style folder (J, F, J&F; vos-benchmark).",
     )
     parser.add_argument("data_dir", type=Path, help="folder with JPEGImages/ and Annotations/")
+    parser.add_argument(
+        "--app", default=None, help="the app's package (src/<package>); needed unless --predictions"
+    )
     parser.add_argument("--out", type=Path, default=Path("eval-out"), help="output folder")
     parser.add_argument("--videos", default=None, help="comma-separated video names (default: all)")
     parser.add_argument("--weights", default=None, help="weights file (default: as the app)")
@@ -387,7 +389,13 @@ def evaluate(args: argparse.Namespace) -> dict:
     seconds: dict[str, float] = {}
     if args.predictions is None:
         pred_dir = out / "predictions"
-        tracker = load_tracker(args.weights, args.device)
+        if not args.app:
+            raise EvaluationError("--app: the app's package name is required to track")
+        try:
+            spec = AppSpec.from_package(args.app)
+        except AppSpecError as exc:
+            raise EvaluationError(f"--app: {exc}") from exc
+        tracker = load_tracker(spec, args.weights, args.device)
         for video in tqdm(videos, desc="tracking", unit="video", disable=None):
             start = time.perf_counter()
             masks = track_video(tracker, video, args.size)

@@ -1,7 +1,6 @@
 """Run the app as a real uvicorn server on loopback and talk to it over real HTTP.
 
-Used by ``test_server.py`` and ``test_reliability.py``: start/stop the server in a
-subprocess on a free port, wait for ``/is_ready`` with a deadline, keep its log, and encode /
+Used by the suites and by scripts: start/stop the server in a subprocess on a free port, wait for ``/is_ready`` with a deadline, keep its log, and encode /
 decode ``/track-api-files`` requests the way a Supervisely client does. No Supervisely
 instance is contacted (the caller passes an environment with placeholder credentials).
 """
@@ -27,7 +26,7 @@ import psutil
 import requests
 from PIL import Image
 
-from {{ cookiecutter.__package_name }}.client import (  # noqa: F401 - re-exported for the tests
+from ..dev.client import (  # noqa: F401 - re-exported for the suites
     REQUEST_TIMEOUT_S,
     answer_to_label_masks,
     bitmap_geometry,
