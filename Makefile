@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-template test-reference test-reference-full bench reliability reliability-long render-reference clean
+.PHONY: setup demo test test-template test-runtime test-reference bench reliability reliability-long render-reference clean
 
 setup:
 	@bash scripts/setup.sh
@@ -10,20 +10,18 @@ setup:
 demo: setup
 	$(PY) scripts/demo.py --out out/demo
 
-test: setup test-template test-reference
+# Three suites: the template (bakes, hooks, the reference rendering, a bake installed in a
+# fresh venv, the Docker images), the runtime's own tests, and reference_xmem's (the
+# runtime's suites against XMem, and XMem's own tests).
+test: setup test-template test-runtime test-reference
 
 test-template:
 	$(PY) -m pytest tests
 
-# XMem on 2 CPU cores needs ~4 minutes for the 1080p x 60 frames request, and with random
-# test weights that test is an expected failure (its tracking-quality preamble): CI skips it
-# here, `make test-reference-full` runs it.
-REFERENCE_SLOW := tests/test_reliability.py::test_full_hd_60_frames_has_bounded_memory
+test-runtime:
+	cd runtime && ../$(PY) -m pytest
 
 test-reference:
-	cd reference_xmem && ../$(PY) -m pytest --deselect $(REFERENCE_SLOW)
-
-test-reference-full:
 	cd reference_xmem && ../$(PY) -m pytest
 
 bench: setup

@@ -1,4 +1,5 @@
-"""Jinja filters that turn free-text answers into safe literals of the generated files.
+"""Jinja filters that turn free-text answers into safe literals of the generated files, and
+the template's own source (folder and git commit) for the record a generated app keeps.
 
 ``tojson`` is right for JSON, but its ``\\ud83d\\ude00`` surrogate escapes are not valid in
 TOML and decode to two lone surrogates in Python source; these filters write any Unicode
@@ -6,6 +7,9 @@ text, quotes, backslashes and newlines as an exact literal of the target languag
 """
 
 from __future__ import annotations
+
+import subprocess
+from pathlib import Path
 
 from jinja2.ext import Extension
 from jinja2.sandbox import SandboxedEnvironment, safe_range
@@ -57,10 +61,32 @@ def sandbox(environment) -> None:  # noqa: ANN001 - any Jinja environment
 
 
 class LiteralFilters(Extension):
-    """Registers ``py_str`` and ``toml_str`` and sandboxes the environment."""
+    """Registers ``py_str`` and ``toml_str``, the globals ``template_dir`` and
+    ``template_commit``, and sandboxes the environment."""
 
     def __init__(self, environment):  # noqa: ANN001 - Jinja's signature
         super().__init__(environment)
         environment.filters["py_str"] = py_str
         environment.filters["toml_str"] = toml_str
         sandbox(environment)
+        environment.globals["template_dir"] = str(TEMPLATE_DIR)
+        environment.globals["template_commit"] = template_commit()
+
+
+# This file sits at the root of the template checkout cookiecutter (or cruft) renders from;
+# the hooks run elsewhere (in the generated folder), so they learn the source from here.
+TEMPLATE_DIR = Path(__file__).resolve().parent
+
+
+def template_commit(directory: Path = TEMPLATE_DIR) -> str | None:
+    """The checkout's git HEAD, or None when it is not a git repository (a zip, a copy)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None

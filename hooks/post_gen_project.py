@@ -11,12 +11,14 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 ANSWERS: dict[str, Any] = json.loads({{ cookiecutter | jsonify | tojson }})
+# The checkout this app is rendered from (local_extensions.py; it knows, the hook does not).
+TEMPLATE_DIR: str = {{ template_dir | tojson }}
+TEMPLATE_COMMIT: str | None = {{ template_commit | tojson }}
 
 PACKAGE_DIR = Path("src") / ANSWERS["__package_name"]
 RUNTIME_DIR = Path("src") / "sly_vos"
@@ -82,33 +84,14 @@ def remove_unchosen(removals: list[tuple[bool, list[str]]]) -> None:
 def template_source(answers: dict[str, Any]) -> tuple[str, str | None]:
     """Where the template came from and at which commit.
 
-    ``cruft create`` passes both (``_template``, ``_commit``) and rewrites ``.cruft.json``
-    itself afterwards; plain ``cookiecutter`` passes the template as given and the folder it
-    rendered from (``_repo_dir``), whose git commit is read here.
+    A template given as a URL (``gh:``, ``https://``, ``git@``) is recorded as given; a local
+    checkout by its absolute path (git clones it for ``cruft update`` just the same). The
+    commit is cruft's (``_commit``) or the checkout's HEAD.
     """
-    template = str(answers.get("_template") or answers["_template_url"])
-    commit = answers.get("_commit")
-    repo_dir = answers.get("_repo_dir")
-    if repo_dir and Path(repo_dir).is_dir():
-        if not re.match(r"^[a-z][a-z0-9+.-]*://|^git@|^gh:", template):
-            template = str(Path(repo_dir).resolve())  # a local checkout: clonable by path
-        if commit is None:
-            commit = git_commit(Path(repo_dir))
-    return template, commit
-
-
-def git_commit(repo_dir: Path) -> str | None:
-    """HEAD of the template checkout, or None when it is not a git repository."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo_dir), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=20, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    return done.stdout.strip() or None
+    given = str(answers.get("_template") or "")
+    remote = re.match(r"^[a-z][a-z0-9+.-]*://|^git@|^gh:|^gl:|^bb:", given)
+    template = given if remote else TEMPLATE_DIR
+    return template, answers.get("_commit") or TEMPLATE_COMMIT
 
 
 def record_runtime(template: str, commit: str | None) -> None:

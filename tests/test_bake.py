@@ -28,6 +28,14 @@ UNRENDERED_RE = re.compile(r"(?<!\$)\{\{\s|\{%|\{#|\bcookiecutter\.[a-z_]")
 BIN = Path(sys.executable).parent
 
 
+def settings_literals(source: str) -> dict[str, object]:
+    """The keyword literals of the ``SETTINGS = AppSettings(...)`` call in settings.py."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            return {kw.arg: ast.literal_eval(kw.value) for kw in node.value.keywords}
+    raise AssertionError("settings.py has no SETTINGS = AppSettings(...)")
+
+
 @pytest.fixture(params=list(COMBINATIONS), ids=list(COMBINATIONS))
 def baked(request: pytest.FixtureRequest, bake) -> BakedProject:
     project = bake(**COMBINATIONS[request.param])
@@ -52,12 +60,18 @@ def test_bake_succeeds_with_expected_layout(baked: BakedProject) -> None:
         "src/main.py",
         f"src/{ctx['__package_name']}/app.py",
         f"src/{ctx['__package_name']}/model.py",
-        f"src/{ctx['__package_name']}/weights.py",
+        f"src/{ctx['__package_name']}/settings.py",
+        "src/sly_vos/__init__.py",
+        "src/sly_vos/VENDORED.json",
         "tests/conftest.py",
+        "tests/test_model.py",
     ):
         assert (baked.path / relative).is_file(), relative
     leftovers = [p.name for p in baked.package.glob("model_*.py")]
     assert leftovers == [], "unchosen starters must be removed"
+    runtime = baked.path / "src" / "sly_vos"
+    assert not runtime.is_symlink(), "the runtime is copied into the app, not linked"
+    assert not list(runtime.rglob("__pycache__")), "caches are not vendored"
     assert not (baked.path / "licenses").exists()
     assert (baked.path / "LICENSE").exists() is (ctx["license"] != "Proprietary")
     assert (baked.path / ".github").exists() is ctx["include_github_workflows"]
@@ -88,14 +102,11 @@ def test_free_text_is_preserved(baked: BakedProject) -> None:
     pyproject = tomllib.loads(baked.read("pyproject.toml"))
     assert pyproject["project"]["description"] == ctx["description"]
     assert pyproject["project"]["authors"][0]["name"] == ctx["author"]
-    settings = {
-        node.targets[0].id if isinstance(node, ast.Assign) else node.target.id: node.value
-        for node in ast.parse(baked.read(f"src/{ctx['__package_name']}/settings.py")).body
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
-    }
-    assert ast.literal_eval(settings["MODEL_NAME"]) == ctx["model_name"]
-    assert ast.literal_eval(settings["APP_NAME"]) == ctx["app_name"]
-    assert ast.literal_eval(settings["WEIGHTS_URL"]) == ctx["weights_url"]
+    settings = settings_literals(baked.read(f"src/{ctx['__package_name']}/settings.py"))
+    assert settings["model_name"] == ctx["model_name"]
+    assert settings["app_name"] == ctx["app_name"]
+    assert settings["weights_url"] == ctx["weights_url"]
+    assert settings["weights_sha256"] == (ctx["weights_sha256"] or None)
     recorded = baked.json(".cruft.json")["context"]["cookiecutter"]
     for key in ("model_name", "app_name", "description", "author"):
         assert recorded[key] == ctx[key]

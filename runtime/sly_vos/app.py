@@ -193,8 +193,11 @@ class TrackingApp(sly.nn.inference.MaskTracking):
             if len(images) == 1:
                 return []  # nothing after the annotated frame
             with self.model_lock:  # decoding happens inside: waiting requests hold no pixels
-                frames = (files_api.decode_frame(image, i) for i, image in enumerate(images))
-                masks = list(track_stream(self.tracker, frames, label, len(images)))
+                # Every frame is decoded before the model runs: a truncated upload is a 400
+                # whatever the model would have done with the frames before it.
+                frames = [files_api.decode_frame(image, i) for i, image in enumerate(images)]
+                masks = list(track_stream(self.tracker, frames, label, len(frames)))
+                del frames
             return files_api.build_response(masks, kinds)
         finally:
             release_memory()

@@ -7,8 +7,8 @@ format (``POST {server}/public/api/v3/<method>``, header ``x-api-key``, JSON bod
 SDK's field names; checked body for body against the SDK in ``tests/test_platform.py``) and
 every call ends within ``RetryPolicy.worst_case_s()``.
 
-Retries follow urllib3's ``Retry`` (its error classes, counters, backoff and ``Retry-After``
-handling), but the loop that applies it is here, around whole attempts: requests' adapter
+Retries follow urllib3's ``Retry`` (which errors and statuses count, the counters, the
+backoff), but the loop that applies it is here, around whole attempts: requests' adapter
 reads only the status line and headers under its ``Retry`` (``HTTPAdapter.send`` passes
 ``preload_content=False``), so a connection lost or stalled in the middle of a body would
 escape both the retries and the time limit. requests stays underneath for what the SDK gets
@@ -25,7 +25,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -87,6 +86,7 @@ ADD_RETRY_STATUSES = frozenset({429, 503})
 _MESSAGE_CHARS = 200
 _CHUNK = 256 * 1024
 _NAME_RE = re.compile(r'(?:^|[\s;])name="([^"]*)"')
+_ADDRESS_RE = re.compile(r"https?://(?:[^\s/:@\[\]]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?(?:/\S*)?")
 
 
 class PlatformError(Exception):
@@ -121,10 +121,11 @@ class RetryPolicy:
     Defaults: 3 attempts (an immediate second one rides out a dropped keep-alive connection
     or one 502 of a restarting upstream, a third after 1 s a short blip; more would only
     delay telling the user); urllib3's backoff with factor 0.5 s (waits 0 s, 1 s, 2 s, ...,
-    at most 4 s; a ``Retry-After`` is honoured up to that cap); connect 5 s (the platform
-    sits on the agent's network: a connect that slow means it is down); read 30 s for the
-    whole answer of one attempt (``videos.download-frame`` decodes the frame on the server,
-    a cold seek into a long 4K video takes seconds). Worst case: 3 x 35 s + 2 x 4 s = 113 s.
+    at most 4 s; a 429/503's ``Retry-After`` is honoured up to that cap); connect 5 s (the
+    platform sits on the agent's network: a connect that slow means it is down); read 30 s
+    (``videos.download-frame`` decodes the frame on the server, a cold seek into a long 4K
+    video takes seconds). An attempt ends connect + read after it started, whole answer
+    read or not. Worst case: 3 x 35 s + 2 x 4 s = 113 s.
     """
 
     attempts: int = 3
@@ -143,24 +144,40 @@ class RetryPolicy:
         if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise ValueError("connect_timeout_s and read_timeout_s must be > 0")
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> RetryPolicy:
+        """The defaults, overridden by ``SLY_VOS_PLATFORM_ATTEMPTS``, ``_BACKOFF_S``,
+        ``_BACKOFF_MAX_S``, ``_CONNECT_TIMEOUT_S`` and ``_READ_TIMEOUT_S`` (an agent on a
+        slow network, or tests that need short bounds). A bad value names the variable."""
+        values: dict[str, Any] = {}
+        for name, kind in (("attempts", int), ("backoff_s", float), ("backoff_max_s", float),
+                           ("connect_timeout_s", float), ("read_timeout_s", float)):
+            key = f"SLY_VOS_PLATFORM_{name.upper()}"
+            raw = env.get(key)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{key}={raw!r} must be a {kind.__name__}") from None
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            raise ValueError(f"SLY_VOS_PLATFORM_*: {exc}") from None
+
     @property
     def attempt_s(self) -> float:
         """One attempt ends this long after it started, answered or not."""
         return self.connect_timeout_s + self.read_timeout_s
 
-    @property
-    def retry_after_cap_s(self) -> int:
-        """Longest ``Retry-After`` honoured (urllib3 takes whole seconds)."""
-        return int(self.backoff_max_s)
-
     def wait_s(self, failures: int) -> float:
         """Longest wait after ``failures`` consecutive failed attempts: urllib3's backoff
-        (none after the first, then ``backoff_s * 2**(failures - 1)``, capped), or a
-        ``Retry-After`` up to the cap."""
+        (none after the first, then ``backoff_s * 2**(failures - 1)``, capped), or the
+        ``Retry-After`` of a 429/503 up to the same cap."""
         backoff = 0.0
         if failures > 1:
             backoff = min(self.backoff_max_s, self.backoff_s * 2 ** (failures - 1))
-        return max(backoff, float(self.retry_after_cap_s))
+        return max(backoff, self.backoff_max_s)
 
     def worst_case_s(self) -> float:
         """Upper bound of one call's wall time (all attempts, waits and timeouts).
@@ -175,28 +192,26 @@ class RetryPolicy:
         return self.attempts * self.attempt_s + waits
 
     def urllib3_retry(self, idempotent: bool = True) -> Retry:
-        """The ``Retry`` state one call starts with."""
-        cap = self.retry_after_cap_s
+        """The ``Retry`` state one call starts with.
+
+        ``respect_retry_after_header=False``: urllib3 would also retry a 413 that carries
+        ``Retry-After`` and would wait as long as it says; the client honours it itself, for
+        429/503 only and up to ``backoff_max_s`` (``PlatformClient._wait``).
+        """
         common: dict[str, Any] = dict(
             total=self.attempts - 1,
             redirect=0,
             allowed_methods=frozenset({"POST"}),
             backoff_factor=self.backoff_s,
             backoff_max=self.backoff_max_s,
-            respect_retry_after_header=cap > 0,
-            retry_after_max=cap,
+            respect_retry_after_header=False,
             raise_on_status=False,
         )
         if idempotent:
-            return _Retry(status_forcelist=RETRY_STATUSES, **common)
+            return Retry(status_forcelist=RETRY_STATUSES, **common)
         # read=False: a read error (timeout or connection lost after the request was sent)
         # is final, the platform may have stored the figures. Connect errors prove it did not.
-        return _Retry(status_forcelist=ADD_RETRY_STATUSES, read=False, other=0, **common)
-
-
-class _Retry(Retry):
-    # urllib3 would also retry a 413 that carries Retry-After; a 4xx other than 408/429 is final.
-    RETRY_AFTER_STATUS_CODES = frozenset({429, 503})
+        return Retry(status_forcelist=ADD_RETRY_STATUSES, read=False, other=0, **common)
 
 
 @dataclass(frozen=True)
@@ -226,7 +241,7 @@ class _Answer:
     status: int
     headers: Mapping[str, str]
     content: bytes
-    raw: Any  # the urllib3 response, for Retry.increment / Retry.sleep
+    raw: Any  # the urllib3 response, for Retry.increment and its Retry-After
 
 
 def _normalize_address(address: str) -> str:
@@ -241,8 +256,7 @@ def _check_address(address: Any, field: str) -> str:
     if not isinstance(address, str) or not address.strip():
         raise PlatformConfigError(field, f"{field} is empty")
     result = _normalize_address(address)
-    parts = urlsplit(result)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not _ADDRESS_RE.fullmatch(result):
         raise PlatformConfigError(field, f"{field} is not an http(s) address")
     return result
 
@@ -250,8 +264,8 @@ def _check_address(address: Any, field: str) -> str:
 def _check_token(token: Any, field: str) -> str:
     if not isinstance(token, str) or not token.strip():
         raise PlatformConfigError(field, f"{field} is empty")
-    if any(ch in token for ch in "\r\n\0"):
-        raise PlatformConfigError(field, f"{field} holds a line break or NUL")
+    if not token.isascii() or not token.isprintable():  # it goes into an HTTP header
+        raise PlatformConfigError(field, f"{field} holds characters a header cannot carry")
     return token
 
 
@@ -389,7 +403,7 @@ class PlatformClient:
         return cls(
             server,
             token,
-            policy,
+            policy or RetryPolicy.from_env(env),
             api_server_address=env.get("SUPERVISELY_API_SERVER_ADDRESS") or None,
             task_id=env.get("SUPERVISELY_TASK_ID") or None,
         )
@@ -426,23 +440,32 @@ class PlatformClient:
                     state = state.increment("POST", url, error=failure)
                 except Exception:  # spent (MaxRetryError), or not to be retried (the error)
                     raise self._failure(method, failure, tries, idempotent) from None
-                state.sleep()
+                self._wait(state)
                 continue
             if answer.status == 200:
                 return answer
             tries = len(state.history) + 1
-            has_retry_after = bool(answer.headers.get("Retry-After"))
-            if state.is_retry("POST", answer.status, has_retry_after):
+            if state.is_retry("POST", answer.status):
                 try:
                     state = state.increment("POST", url, response=answer.raw)
                 except MaxRetryError:
                     raise self._http_error(method, answer, tries) from None
-                try:
-                    state.sleep(answer.raw)
-                except InvalidHeader:  # a Retry-After that is no number or date
-                    state.sleep()
+                self._wait(state, answer.raw)
                 continue
             raise self._http_error(method, answer, tries)
+
+    def _wait(self, state: Retry, raw: Any = None) -> None:
+        """urllib3's backoff, or a 429/503's ``Retry-After`` up to ``backoff_max_s``."""
+        wait = state.get_backoff_time()
+        if raw is not None and raw.status in (429, 503):
+            try:
+                after = state.get_retry_after(raw)
+            except InvalidHeader:  # neither seconds nor an HTTP date
+                after = None
+            if after:
+                wait = min(after, self.policy.backoff_max_s)
+        if wait > 0:
+            time.sleep(wait)
 
     def _attempt(self, method: str, url: str, data: bytes) -> _Answer:
         """One request, its whole answer read within ``policy.attempt_s``."""
@@ -588,7 +611,10 @@ class PlatformClient:
         image = _decode_image(answer.content)
         if image is None:
             raise PlatformError(
-                method, f"frame {frame_index} is not a JPEG or PNG image", 200, kind="answer"
+                method,
+                f"frame {frame_index} of video {video_id} is not a JPEG or PNG image",
+                200,
+                kind="answer",
             )
         return image
 
@@ -605,7 +631,10 @@ class PlatformClient:
                     image = _decode_image(data)
                     if image is None:
                         raise PlatformError(
-                            method, f"frame {index} is not a JPEG or PNG image", 200, kind="answer"
+                            method,
+                            f"frame {index} of video {video_id} is not a JPEG or PNG image",
+                            200,
+                            kind="answer",
                         )
                     images[index] = image
             missing = [i for i in chunk if i not in images]
@@ -613,7 +642,11 @@ class PlatformClient:
                 raise PlatformError(
                     method, f"the answer lacks frame {missing[0]}", 200, kind="answer"
                 )
-        return [images[index] for index in frame_indexes]
+        result, given = [], set()
+        for index in frame_indexes:  # a frame asked twice comes twice, not as one shared array
+            result.append(images[index].copy() if index in given else images[index])
+            given.add(index)
+        return result
 
     def _frame_parts(self, method: str, answer: _Answer) -> dict[int, bytes]:
         """Multipart parts named by frame index (``Content-Disposition: ...; name="12"``)."""

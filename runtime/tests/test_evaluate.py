@@ -1,45 +1,24 @@
-"""``python -m {{ cookiecutter.__package_name }}.evaluate`` on the bundled DAVIS-style sample.
+"""``python -m sly_vos.dev.evaluate`` on the apps' DAVIS-style sample.
 
 Real files, the real vos-benchmark in a child process: J, F and J&F are printed and saved,
 overlays are valid GIF/PNG files, ground truth scored as a prediction gives 100, and broken
-predictions give a clear error instead of the benchmark's hang.
+predictions give a clear error instead of the benchmark's hang. The tracker is a fake app's
+(it copies the first mask), so the scores are valid but low.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-{%- if cookiecutter.starter_model != "stub" %}
-from collections.abc import Callable
-{%- endif %}
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from {{ cookiecutter.__package_name }} import evaluate
-
-{%- if cookiecutter.starter_model == "stub" %}
-
-# The stub starter does not track yet: evaluating it stops with "does not track yet".
-needs_model = pytest.mark.xfail(
-    reason="stub starter: fill in Tracker.track in model.py", strict=False
-)
-{%- else %}
-
-
-def needs_model(test: Callable[..., None]) -> Callable[..., None]:
-    """No-op: the starter model tracks out of the box."""
-    return test
-{%- endif %}
+from sly_vos.dev import evaluate
 
 VIDEOS = ("crossing", "sparse-ids", "three-objects")
-
-
-@pytest.fixture(scope="module")
-def sample(app_root: Path) -> Path:
-    return app_root / "sample"
 
 
 def _frame_count(sample: Path, video: str) -> int:
@@ -57,10 +36,11 @@ def test_sample_is_davis_layout(sample: Path) -> None:
             assert np.asarray(first).max() > 0
 
 
-@needs_model
-def test_evaluate_sample(sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_sample(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture, fake_app_src: Path
+) -> None:
     out = tmp_path / "out"
-    code = evaluate.main([str(sample), "--out", str(out), "--device", "cpu"])
+    code = evaluate.main([str(sample), "--app", "fakeapp", "--out", str(out), "--device", "cpu"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "J&F" in printed and "overall" in printed
@@ -172,8 +152,15 @@ def test_benchmark_timeout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_bad_arguments(
     sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], words: str
 ) -> None:
-    assert evaluate.main([str(sample), "--out", str(tmp_path), *args]) == 1
+    assert evaluate.main([str(sample), "--app", "fakeapp", "--out", str(tmp_path), *args]) == 1
     assert words in capsys.readouterr().err
+
+
+def test_tracking_needs_the_app(sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert evaluate.main([str(sample), "--out", str(tmp_path)]) == 1
+    assert "--app" in capsys.readouterr().err
+    assert evaluate.main([str(sample), "--app", "no_such_app", "--out", str(tmp_path)]) == 1
+    assert "no_such_app" in capsys.readouterr().err
 
 
 def test_not_a_davis_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from {{ cookiecutter.__package_name }} import overlay, synthetic
+from sly_vos.dev import overlay, synthetic
 
 
 @pytest.fixture(scope="module")

@@ -1,27 +1,27 @@
-"""Everything the app's code needs from the template answers, as Python literals.
+"""This app's settings: the template answers it was generated with, as Python literals.
 
-Generated from the cookiecutter answers (recorded in ``.cruft.json``); the versions here
-must agree with ``config.json``, ``requirements.txt`` and ``docker/Dockerfile``.
+The runtime (``sly_vos``) derives everything else from them: the environment variables
+``SERVE_XMEM_WEIGHTS`` (a weights file to use instead of downloading),
+``SERVE_XMEM_MODEL_DIR`` (where weights are found and downloaded to) and
+``SERVE_XMEM_DEVICE`` (force ``cpu`` or ``cuda``). The versions must agree
+with ``config.json``, ``requirements.txt`` and ``docker/Dockerfile`` (the tests check it).
 """
 
 from __future__ import annotations
 
-MODEL_NAME: str = 'XMem'
-APP_NAME: str = 'Serve XMem'
-APP_SLUG: str = "serve-xmem"
-PACKAGE: str = "serve_xmem"
-APP_VERSION: str = "1.0.0"
-SDK_VERSION: str = "6.74.51"
-PORT: int = 8000
+from sly_vos import AppSettings
 
-# Weights: looked for in the model dir, then at $WEIGHTS_ENV, then downloaded.
-WEIGHTS_URL: str = 'https://github.com/hkchengrex/XMem/releases/download/v1.0/XMem.pth'
-WEIGHTS_SHA256: str | None = None
-WEIGHTS_FILENAME: str = "XMem.pth"
-WEIGHTS_ENV: str = "SERVE_XMEM_WEIGHTS"
-MODEL_DIR_ENV: str = "SERVE_XMEM_MODEL_DIR"
-DEVICE_ENV: str = "SERVE_XMEM_DEVICE"
-DOCKER_MODEL_DIR: str = "/weights"
-
-# GPU policy of the manifest: "required", "preferred" or "no".
-GPU: str = "preferred"
+SETTINGS = AppSettings(
+    model_name='XMem',
+    app_name='Serve XMem',
+    app_slug="serve-xmem",
+    package="serve_xmem",
+    app_version="1.0.0",
+    sdk_version="6.74.51",
+    port=8000,
+    weights_url='https://github.com/hkchengrex/XMem/releases/download/v1.0/XMem.pth',
+    weights_sha256=None,
+    weights_filename="XMem.pth",
+    env_prefix="SERVE_XMEM",
+    gpu="preferred",
+)

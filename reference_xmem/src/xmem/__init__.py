@@ -1,7 +1,7 @@
 """Checkpoint-compatible re-implementation of XMem (Cheng & Schwing, ECCV 2022) inference."""
 
 from .checkpoint import CheckpointError, load_network, network_from_state_dict
-from .inference import DEFAULT_CONFIG, XMemEngine, segment_video
+from .inference import DEFAULT_CONFIG, XMemEngine, propagate, segment_video
 from .network import XMemNetwork
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "XMemNetwork",
     "load_network",
     "network_from_state_dict",
+    "propagate",
     "segment_video",
 ]

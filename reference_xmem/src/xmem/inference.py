@@ -12,8 +12,10 @@ On CPU the speed comes from cheaper arithmetic for the same maths (`fast_ops`, s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +41,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAD_MULTIPLE = 16
 KEY_CHUNK = 8  # frames per batched key-encoder pass: bounded memory on long videos
+T = TypeVar("T")
 
 
 def resolve_config(config: dict | None) -> dict:
@@ -138,17 +141,36 @@ class FramePreprocessor:
         return x.contiguous(memory_format=fmt)
 
 
-def encode_frames(network: XMemNetwork, frames: Sequence[np.ndarray],
-                  prep: FramePreprocessor, chunk: int) -> Iterator[EncodedFrame]:
-    """Yield key features frame by frame, computing them `chunk` frames at a time.
-    Only one chunk of features is alive at once, so memory stays bounded."""
-    for start in range(0, len(frames), chunk):
-        images = prep(frames[start:start + chunk])
-        key, shrinkage, selection, f16, f8, f4 = network.encode_key(images)
-        for i in range(images.shape[0]):
+def _flag_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
+    """``(item, is_last)``, holding one item back: the last frame skips its memory update."""
+    iterator = iter(items)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for following in iterator:
+        yield current, False
+        current = following
+    yield current, True
+
+
+def encode_frames(network: XMemNetwork, frames: Iterable[np.ndarray],
+                  prep: FramePreprocessor, chunk: int,
+                  contexts: Callable[[], contextlib.AbstractContextManager] = torch.inference_mode,
+                  ) -> Iterator[tuple[EncodedFrame, bool]]:
+    """Yield ``(key features, is_last)`` frame by frame, computing them `chunk` frames at a
+    time under `contexts()`. Frames are read only as needed (a chunk plus one ahead), and
+    only one chunk of features is alive at once, so memory stays bounded on any length."""
+    flagged = _flag_last(frames)
+    while batch := list(itertools.islice(flagged, chunk)):
+        with contexts():
+            images = prep([frame for frame, _ in batch])
+            key, shrinkage, selection, f16, f8, f4 = network.encode_key(images)
+        for i, (_, last) in enumerate(batch):
             s = slice(i, i + 1)
-            yield EncodedFrame(images[s], key[s], shrinkage[s], selection[s], f16[s], f8[s], f4[s])
-        del images, key, shrinkage, selection, f16, f8, f4
+            yield EncodedFrame(images[s], key[s], shrinkage[s], selection[s], f16[s], f8[s],
+                               f4[s]), last
+        del images, key, shrinkage, selection, f16, f8, f4, batch
 
 
 def argmax_channels(prob: torch.Tensor) -> torch.Tensor:
@@ -274,7 +296,8 @@ def segment_video(network: XMemNetwork, frames: Sequence[np.ndarray], input_mask
 
     frames: HxWx3 uint8 RGB; input_mask: HxW integer ids (0 background, 1..255, gaps ok).
     size: short side to work at (-1 native; never upsampled). Returns one HxW uint8 mask
-    per frame with the caller's ids; [0] is the input mask.
+    per frame with the caller's ids; [0] is the input mask. `propagate` is the same as a
+    generator over an iterable of frames (one mask per frame as soon as it exists).
 
     Speed switches (outputs agree up to float rounding; for benchmarks and debugging):
     `batch_keys` encodes the keys of `key_chunk` frames per pass ahead of the memory loop
@@ -288,8 +311,38 @@ def segment_video(network: XMemNetwork, frames: Sequence[np.ndarray], input_mask
     `autocast`: fp16 on CUDA (None = auto; never on CPU). `stats`, if given, is filled
     with memory counters (consolidations, sizes, per-frame trace).
     """
-    h, w = _validate_inputs(frames, input_mask)
+    _validate_inputs(frames, input_mask)
+    return list(propagate(network, frames, input_mask, size, config, batch_keys=batch_keys,
+                          key_chunk=key_chunk, fast_ops=fast_ops, autocast=autocast,
+                          stats=stats))
+
+
+def _checked_frames(frames: Iterable[np.ndarray], h: int, w: int) -> Iterator[np.ndarray]:
+    for i, frame in enumerate(frames):
+        f = np.asarray(frame)
+        if f.shape != (h, w, 3) or f.dtype != np.uint8:
+            raise ValueError(f"frame {i} is {f.shape} {f.dtype}, expected {(h, w, 3)} uint8")
+        yield f
+
+
+def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np.ndarray,
+              size: int = 480, config: dict | None = None, *,
+              batch_keys: bool | None = None,
+              key_chunk: int = KEY_CHUNK, fast_ops: bool = True,
+              autocast: bool | None = None, stats: dict | None = None) -> Iterator[np.ndarray]:
+    """`segment_video` as a generator: reads `frames` (any iterable, the annotated frame
+    first) as it goes and yields each mask as soon as it is computed, first the input mask.
+
+    At most a key chunk plus one frame is read ahead (1 + 1 on CPU). Torch's inference mode,
+    autocast and the fast convolutions are switched on around each step only, never while
+    the caller holds a yielded mask. `stats` is filled when the generator is exhausted.
+    """
     mask = np.asarray(input_mask)
+    if mask.ndim != 2:
+        raise ValueError(f"input_mask must be HxW, got shape {mask.shape}")
+    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == np.bool_):
+        raise ValueError(f"input_mask must hold integer ids, got dtype {mask.dtype}")
+    h, w = mask.shape
     ids = _object_ids(mask)
     cfg = resolve_config(config)
     if (not isinstance(size, (int, np.integer)) or isinstance(size, bool)
@@ -300,8 +353,11 @@ def segment_video(network: XMemNetwork, frames: Sequence[np.ndarray], input_mask
         stats.clear()
         stats.update(num_objects=len(ids), consolidations=0, work_elements=0,
                      long_term_elements=0, trace=[], working_hw=working_size(h, w, int(size)))
+    checked = _checked_frames(frames, h, w)
     if not ids:  # nothing to track: all background
-        return [first.copy()] + [np.zeros((h, w), np.uint8) for _ in range(len(frames) - 1)]
+        for t, _ in enumerate(checked):
+            yield first.copy() if t == 0 else np.zeros((h, w), np.uint8)
+        return
 
     device = next(network.parameters()).device
     use_cuda_fast = device.type == "cuda" and (autocast is None or autocast)
@@ -313,35 +369,42 @@ def segment_video(network: XMemNetwork, frames: Sequence[np.ndarray], input_mask
         batch_keys = device.type == "cuda"
     chunk = max(1, int(key_chunk)) if batch_keys else 1
     k = len(ids)
-    lut = torch.tensor([0] + ids, dtype=torch.uint8, device=device)
 
-    with (torch.inference_mode(), _autocast_ctx(device, autocast),
-          fast_convs(fast_ops and device.type == "cpu")):
+    def contexts() -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(_autocast_ctx(device, autocast))
+        stack.enter_context(fast_convs(fast_ops and device.type == "cpu"))
+        return stack
+
+    with contexts():
+        lut = torch.tensor([0] + ids, dtype=torch.uint8, device=device)
         labels = torch.from_numpy(first).to(device)
         onehot = torch.stack([labels == i for i in ids]).float()  # [K, H, W]
         if work_hw != (h, w):
             onehot = F.interpolate(onehot.unsqueeze(0), size=work_hw, mode="nearest")[0]
         onehot = F.pad(onehot, prep.pad)
-
         engine = XMemEngine(network, k, cfg, fast=fast_ops)
-        outputs: list[np.ndarray] = [first.copy()]
-        pending: list[torch.Tensor] = []  # device masks, copied to host once per chunk
-        n = len(frames)
-        for t, enc in enumerate(encode_frames(network, frames, prep, chunk)):
-            prob = engine.step(enc, onehot if t == 0 else None, end=(t == n - 1 and t > 0))
-            if t == 0:
-                continue
-            prob = unpad(prob, prep.pad).float()
-            if work_hw != (h, w):
-                prob = F.interpolate(prob.unsqueeze(0), size=(h, w), mode="bilinear",
-                                     align_corners=False)[0]
-            pending.append(lut[argmax_channels(prob) if fast_ops else prob.argmax(dim=0)])
-            if len(pending) >= chunk or t == n - 1:
-                outputs.extend(torch.stack(pending).cpu().numpy())
-                pending.clear()
+    pending: list[torch.Tensor] = []  # device masks, copied to host once per chunk
+    for t, (enc, last) in enumerate(encode_frames(network, checked, prep, chunk, contexts)):
+        with contexts():
+            prob = engine.step(enc, onehot if t == 0 else None, end=(last and t > 0))
+            if t > 0:
+                prob = unpad(prob, prep.pad).float()
+                if work_hw != (h, w):
+                    prob = F.interpolate(prob.unsqueeze(0), size=(h, w), mode="bilinear",
+                                         align_corners=False)[0]
+                pending.append(lut[argmax_channels(prob) if fast_ops else prob.argmax(dim=0)])
+            del prob, enc
+            ready = t == 0 or len(pending) >= chunk or last
+            host = torch.stack(pending).cpu().numpy() if ready and pending else None
+        if t == 0:
+            yield first.copy()
+        if host is not None:
+            pending.clear()
+            yield from host
     if stats is not None:
         mem = engine.memory
         stats.update(consolidations=mem.stats.consolidations, work_elements=mem.work_size,
                      long_term_elements=mem.long_size, trace=list(mem.stats.trace),
                      removed_long_term=mem.stats.removed_long_term)
-    return outputs

@@ -292,3 +292,18 @@ def write_davis(clips: list[Clip], root: Path) -> Path:
             Image.fromarray(frame).save(image_dir / f"{index:05d}.jpg", quality=95)
             save_label_png(mask, mask_dir / f"{index:05d}.png")
     return root
+
+
+# The app's bundled sample (``<app>/sample``): (name, make_clip arguments) of each clip:
+# two crossing shapes, three objects, sparse ids.
+SAMPLE_CLIPS: tuple[tuple[str, dict], ...] = (
+    ("crossing", dict(num_frames=12, height=96, width=128, ids=(3, 7), seed=0)),
+    ("three-objects", dict(num_frames=12, height=80, width=112, ids=(1, 2, 5), seed=2)),
+    ("sparse-ids", dict(num_frames=12, height=80, width=112, ids=(4, 12), seed=4)),
+)
+
+
+def write_sample(root: Path) -> Path:
+    """Write the bundled sample (deterministic: the same bytes every time) to ``root``."""
+    clips = [make_clip(name=name, **kwargs) for name, kwargs in SAMPLE_CLIPS]
+    return write_davis(clips, root)

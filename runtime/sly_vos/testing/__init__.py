@@ -35,10 +35,12 @@ import pytest
 
 from ..appspec import AppSpec
 from ..dev import synthetic
+from ..platform import RetryPolicy
 from ..tracking import track_stream
-from .server import Server
+from .platform import PlatformStandIn
+from .server import Server, free_port
 
-SUITES_DIR = Path(__file__).resolve().parent / "suites"
+SUITES_DIR = Path(__file__).parent / "suites"  # unresolved: a linked runtime keeps app paths
 PLUGIN = __name__
 
 MARKERS = (
@@ -61,6 +63,8 @@ class RuntimeSuites(pytest.Collector):
 
     def collect(self) -> Iterator[pytest.Module]:
         for path in sorted(SUITES_DIR.glob("test_*.py")):
+            if self.ihook.pytest_ignore_collect(collection_path=path, config=self.config):
+                continue  # --ignore / --ignore-glob / collect_ignore work as for any test file
             yield pytest.Module.from_parent(self, path=path, name=path.name)
 
 
@@ -139,25 +143,77 @@ def _model_expectations(request: pytest.FixtureRequest) -> None:
         pytest.skip("the model's test weights are random (RANDOM_TEST_WEIGHTS): no quality bar")
 
 
+# ---------------------------------------------------------------- the platform
+
+
+@dataclass(frozen=True)
+class PlatformPolicy:
+    """The app's platform timeouts in the tests (short, so that fault tests are quick), and
+    the bounds they imply: ``RetryPolicy.worst_case_s`` per call, plus the model's work."""
+
+    attempts: int = 2
+    backoff_s: float = 0.1
+    backoff_max_s: float = 0.5
+    connect_timeout_s: float = 1.0
+    read_timeout_s: float = 2.0
+    model_slack_s: float = 60.0  # loading frames into the model, one model step, a log line
+
+    def env(self) -> dict[str, str]:
+        names = ("attempts", "backoff_s", "backoff_max_s", "connect_timeout_s", "read_timeout_s")
+        return {f"SLY_VOS_PLATFORM_{n.upper()}": str(getattr(self, n)) for n in names}
+
+    def call_bound_s(self) -> float:
+        """One platform call, failing in the slowest way the policy allows."""
+        return RetryPolicy.from_env(self.env()).worst_case_s() + 1.0
+
+    def job_bound_s(self, frames: int) -> float:
+        """A background job whose platform keeps failing: planning, ``frames`` downloads,
+        the error report, and the model's share."""
+        return (frames + 3) * self.call_bound_s() + self.model_slack_s
+
+
+@pytest.fixture(scope="session")
+def platform_policy() -> PlatformPolicy:
+    return PlatformPolicy()
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator[PlatformStandIn]:
+    """The Supervisely platform's stand-in on 127.0.0.1 (the app's SERVER_ADDRESS)."""
+    stand_in = PlatformStandIn().start()
+    yield stand_in
+    stand_in.stop()
+
+
+@pytest.fixture(scope="session")
+def closed_port() -> int:
+    """A loopback port nothing listens on (an unreachable platform)."""
+    return free_port()
+
+
 # ---------------------------------------------------------------- a served app
 
 
 @pytest.fixture(scope="session")
 def server_env(
-    app_spec: AppSpec, test_weights: Path | None, tmp_path_factory: pytest.TempPathFactory
+    app_spec: AppSpec,
+    test_weights: Path | None,
+    platform: PlatformStandIn,
+    platform_policy: PlatformPolicy,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
     """Environment for ``uvicorn main:model.app``: development mode, the model on the CPU,
-    test weights, a platform address nothing listens on (tests that need the platform start
-    the stand-in and pass its address in the request)."""
+    test weights, the platform stand-in as SERVER_ADDRESS with short platform timeouts."""
     settings = app_spec.settings
     env = dict(os.environ)
     env.update(
         SLY_APP_DATA_DIR=str(tmp_path_factory.mktemp("app_data")),
-        SERVER_ADDRESS="http://127.0.0.1:9",
-        API_TOKEN="placeholder-token-for-tests",
+        SERVER_ADDRESS=platform.url,
+        API_TOKEN=platform.token,
         PYTHONUNBUFFERED="1",
         MALLOC_ARENA_MAX="2",  # as in the image (docker/Dockerfile)
         SUPERVISELY_SKIP_HTTPS_USER_HELPER_CHECK="1",
+        **platform_policy.env(),
     )
     env[settings.model_dir_env] = str(tmp_path_factory.mktemp("model_dir"))
     env[settings.device_env] = "cpu"
@@ -185,4 +241,4 @@ def tracked_or_raise(response: Any) -> Any:
     return response
 
 
-__all__ = ["ModelProfile", "Server", "tracked_or_raise"]
+__all__ = ["ModelProfile", "PlatformPolicy", "PlatformStandIn", "Server", "tracked_or_raise"]

@@ -3,7 +3,7 @@
 ``pytest-httpserver`` (werkzeug) covers statuses, headers, redirects and ranges; it always
 sends a whole, well-framed body, so the faults below (which need the raw socket) live here.
 Any path serves ``server.payload`` (206 for a satisfiable ``Range`` whose ``If-Range``, if
-any, matches the ETag). Each GET takes the next fault from ``server.faults`` ("ok" once empty):
+any, matches a validator). Each GET takes the next fault from ``server.faults`` ("ok" once empty):
 
 ``ok``     the file
 ``drop``   announce the full length, send half the body, close the connection
@@ -11,8 +11,10 @@ any, matches the ETag). Each GET takes the next fault from ``server.faults`` ("o
 ``long``   announce 7 bytes less than the body, send the whole body
 ``drip``   send 16 bytes, then pause ``drip_pause_s`` between 4 slices of the rest
 
-``etag=False`` sends no validator, so clients cannot use ``If-Range``. Every request is
-recorded in ``server.log`` (path, Range, If-Range).
+``validators`` replaces the default strong ``ETag`` header (``{}``: none, so clients cannot
+use ``If-Range``; ``{"ETag": 'W/"x"', "Last-Modified": ...}``: a weak tag and a date); an
+``If-Range`` equal to one of them is honoured. Every request is recorded in ``server.log``
+(path, Range, If-Range).
 """
 
 from __future__ import annotations
@@ -33,10 +35,16 @@ class FaultServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, payload: bytes, *, etag: bool = True, drip_pause_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        payload: bytes,
+        *,
+        validators: dict[str, str] | None = None,
+        drip_pause_s: float = 0.5,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.payload = payload
-        self.send_etag = etag
+        self.validators = {"ETag": self.etag} if validators is None else validators
         self.drip_pause_s = drip_pause_s
         self.faults: deque[str] = deque()
         self.log: list[dict[str, Any]] = []
@@ -112,15 +120,16 @@ class _Handler(BaseHTTPRequestHandler):
         fault = srv.next_fault()
         data, start = srv.payload, 0
         wanted = _RANGE_RE.fullmatch(self.headers.get("Range", ""))
-        if wanted and (if_range is None or (srv.send_etag and if_range == srv.etag)):
-            start = min(int(wanted[1]), len(data))
+        fresh = if_range is None or if_range in srv.validators.values()
+        if wanted and fresh and int(wanted[1]) < len(data):  # else the whole file, as RFC 9110
+            start = int(wanted[1])
         body = data[start:]
         announced = {"short": len(body) + 100, "long": len(body) - 7}.get(fault, len(body))
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(announced))
         self.send_header("Accept-Ranges", "bytes")
-        if srv.send_etag:
-            self.send_header("ETag", srv.etag)
+        for name, value in srv.validators.items():
+            self.send_header(name, value)
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()

@@ -138,7 +138,8 @@ def test_image_has_what_the_sdk_needs_at_start(dockerfile: DockerfileParser) -> 
     text = dockerfile.content
     assert re.search(r"\blibmagic1\b", text), "apt must install libmagic1"
     assert dockerfile.envs.get("MALLOC_ARENA_MAX") == "2"
-    assert "BASE_IMAGE" in dockerfile.args and dockerfile.baseimage == "${BASE_IMAGE}"
+    assert re.search(r"^ARG BASE_IMAGE=\S+$", text, re.MULTILINE), "no default base image"
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.MULTILINE), "the base is not a build arg"
 
 
 def test_image_leaves_development_tools_out(app_root: Path) -> None:
