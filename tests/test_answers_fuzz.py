@@ -4,7 +4,6 @@ is ever executed."""
 
 from __future__ import annotations
 
-import ast
 import json
 import tempfile
 import tomllib
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from jinja2.exceptions import SecurityError, TemplateError
 
 from tests.baking import REPO_ROOT, parse_structured_files
+from tests.settings_file import settings_literals
 
 FREE_TEXT = ("model_name", "app_name", "description", "author")
 JINJA_MARKERS = ("{{", "{%", "{#")
@@ -52,15 +52,6 @@ tricky = st.sampled_from(
     ]
 )
 text = st.lists(st.one_of(tricky, st.text(max_size=12)), min_size=1, max_size=5).map("".join)
-
-
-def settings_literals(app: Path, package: str) -> dict[str, object]:
-    tree = ast.parse((app / "src" / package / "settings.py").read_text("utf-8"))
-    values = {}
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and node.value is not None:
-            values[node.target.id] = ast.literal_eval(node.value)
-    return values
 
 
 @pytest.mark.reliability
@@ -100,7 +91,8 @@ def test_any_free_text_answer_is_safe(field: str, value: str) -> None:
         record = json.loads((app / ".cruft.json").read_text("utf-8"))["context"]["cookiecutter"]
         assert record[field] == value
         manifest = json.loads((app / "config.json").read_text("utf-8"))
-        literals = settings_literals(app, app.name.replace("-", "_"))
+        package = app.name.replace("-", "_")
+        literals = settings_literals((app / "src" / package / "settings.py").read_text("utf-8"))
         if field == "description":
             assert manifest["description"] == value
             pyproject = tomllib.loads((app / "pyproject.toml").read_text("utf-8"))
@@ -110,6 +102,6 @@ def test_any_free_text_answer_is_safe(field: str, value: str) -> None:
             assert pyproject["project"]["authors"][0]["name"] == value
         elif field == "app_name":
             assert manifest["name"] == value
-            assert literals["APP_NAME"] == value
+            assert literals["app_name"] == value
         elif field == "model_name":
-            assert literals["MODEL_NAME"] == value
+            assert literals["model_name"] == value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import shlex
@@ -17,6 +16,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from tests.baking import COMBINATIONS, BakedProject, parse_structured_files
+from tests.settings_file import settings_literals
 
 SCHEMA = json.loads(
     (Path(__file__).parent / "schemas" / "supervisely_app_manifest.schema.json").read_text("utf-8")
@@ -26,14 +26,6 @@ SCHEMA = json.loads(
 # space: the template writes every Jinja variable as ``{{ name }}``).
 UNRENDERED_RE = re.compile(r"(?<!\$)\{\{\s|\{%|\{#|\bcookiecutter\.[a-z_]")
 BIN = Path(sys.executable).parent
-
-
-def settings_literals(source: str) -> dict[str, object]:
-    """The keyword literals of the ``SETTINGS = AppSettings(...)`` call in settings.py."""
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-            return {kw.arg: ast.literal_eval(kw.value) for kw in node.value.keywords}
-    raise AssertionError("settings.py has no SETTINGS = AppSettings(...)")
 
 
 @pytest.fixture(params=list(COMBINATIONS), ids=list(COMBINATIONS))

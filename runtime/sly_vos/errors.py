@@ -116,8 +116,9 @@ class JsonBodyGuard:
         body = b"".join(chunks)
         problem = _json_problem(body)
         if problem is not None:
-            logger.info("Refused request to %s: %s", scope.get("path"), problem)
-            await error_response(400, problem, "body")(scope, receive, send)
+            field, message = problem
+            logger.info("Refused request to %s: %s", scope.get("path"), message)
+            await error_response(400, message, field)(scope, receive, send)
             return
         headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
         headers.append((b"content-type", b"application/json"))
@@ -133,17 +134,19 @@ class JsonBodyGuard:
         await self.app({**scope, "headers": headers}, replay, send)
 
 
-def _json_problem(body: bytes) -> str | None:
+def _json_problem(body: bytes) -> tuple[str, str] | None:
+    """``(field, message)`` of what makes ``body`` unusable, or None."""
     try:
         parsed = json.loads(body)
     except UnicodeDecodeError:
-        return "body: is not UTF-8 JSON"
+        return "body", "body: is not UTF-8 JSON"
     except json.JSONDecodeError as exc:
-        return f"body: is not valid JSON ({exc.msg} at char {exc.pos})"
+        return "body", f"body: is not valid JSON ({exc.msg} at char {exc.pos})"
     if not isinstance(parsed, dict):
-        return f"body: must be a JSON object, got {type(parsed).__name__}"
-    if parsed.get("context") is not None and not isinstance(parsed["context"], dict):
-        return f"context: must be a JSON object, got {type(parsed['context']).__name__}"
+        return "body", f"body: must be a JSON object, got {type(parsed).__name__}"
+    context = parsed.get("context")
+    if context is not None and not isinstance(context, dict):
+        return "context", f"context: must be a JSON object, got {type(context).__name__}"
     return None
 
 

@@ -156,7 +156,7 @@ def decode(kind: str, data: Any, field: str, height: int, width: int) -> Bitmap:
     """One ``{type, data}`` geometry as a frame-sized-checked ``Bitmap``."""
     if not isinstance(data, dict):
         raise InputError(field, "geometry data must be a JSON object", 400)
-    if check_kind(kind, f"{field}.type") == "bitmap":
+    if check_kind(kind, field) == "bitmap":
         return _decode_bitmap(data, field, height, width)
     return _decode_polygon(data, field, height, width)
 

@@ -130,10 +130,11 @@ def _check_object_count(count: int, field_name: str) -> None:
 
 
 def _draw(
-    items: Sequence[tuple[str, Any, str]], video: VideoInfo
+    items: Sequence[tuple[str, Any, str]], video: VideoInfo, type_key: str
 ) -> np.ndarray:
+    """Check every geometry's type (``<field>.<type_key>``), then draw them all."""
     for kind, _, where in items:
-        geometry.check_kind(kind, where)
+        geometry.check_kind(kind, f"{where}.{type_key}")
     return geometry.draw(items, video.height, video.width)
 
 
@@ -147,7 +148,7 @@ def plan_track(client: PlatformClient, ctx: TrackContext) -> Plan:
         figure = client.figure_info(figure_id)
         items.append((figure.geometry_type, figure.geometry, f"context.figureIds[{index}]"))
         objects.append(TrackedObject(object_id, figure_id, figure.geometry_type))
-    label = _draw(items, video)
+    label = _draw(items, video, "geometryType")
     return Plan(client, video, indexes, label, objects, track_id=ctx.track_id)
 
 
@@ -161,7 +162,7 @@ def plan_track_async(client: PlatformClient, ctx: TrackAsyncContext) -> Plan:
         for index, figure in enumerate(ctx.figures)
     ]
     objects = [TrackedObject(f.object_id, f.id, f.geometry_type) for f in ctx.figures]
-    label = _draw(items, video)
+    label = _draw(items, video, "geometryType")
     return Plan(
         client,
         video,
@@ -184,7 +185,7 @@ def plan_track_api(client: PlatformClient, ctx: TrackApiContext) -> Plan:
         for index, item in enumerate(ctx.input_geometries)
     ]
     objects = [TrackedObject(None, None, item.type) for item in ctx.input_geometries]
-    label = _draw(items, video)
+    label = _draw(items, video, "type")
     return Plan(client, video, indexes, label, objects)
 
 

@@ -13,7 +13,8 @@ What a download guarantees (``download_weights``):
   the directory is fsynced after the rename.
 * Transient failures (connection errors, timeouts, HTTP 5xx and 429, a body cut short) share
   one budget of ``policy.attempts`` requests, kept by one urllib3 ``Retry``: urllib3 retries
-  statuses and connection errors itself, and each failed body is charged to the same object.
+  statuses and connection errors itself, and each failed body is charged to the same object
+  (the one download repeated after a checksum mismatch, below, gets a fresh budget).
   Backoff is exponential from the second retry on, capped at ``policy.max_backoff_s``;
   ``Retry-After`` is honoured within that cap. Every socket read has a timeout
   (``policy.read_timeout_s``).
@@ -62,7 +63,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from types import EllipsisType
 from typing import IO, TYPE_CHECKING, Any
@@ -135,7 +136,7 @@ class DownloadPolicy:
                 raise ValueError(f"DownloadPolicy.{name}: {getattr(self, name)!r} must be {rule}")
 
     def retry(self) -> Retry:
-        """The whole retry budget of one download, as urllib3 counts it.
+        """The retry budget of one download (shared by urllib3 and failed bodies).
 
         ``other=0``: TLS and unexpected errors fail at once (a retry cannot fix them);
         ``raise_on_status=False``: the last 5xx/429 comes back as a response, to be named.
@@ -179,9 +180,12 @@ def normalize_sha256(value: str | None) -> str | None:
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file."""
+    """Hex sha256 of a file, read in 1 MiB chunks (``hashlib.file_digest`` is Python 3.11+)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _by_hand(dest: Path) -> str:
@@ -282,7 +286,7 @@ def _is_usable(path: Path, expected: str | None) -> bool:
 
 def _move_aside(path: Path) -> Path:
     """Rename a rejected file next to itself, never deleting what a user put there."""
-    aside = path.with_name(f"{path.name}.mismatch-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}")
+    aside = path.with_name(f"{path.name}.mismatch-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}")
     os.replace(path, aside)
     return aside
 

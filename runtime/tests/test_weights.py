@@ -41,7 +41,7 @@ from sly_vos.weights import (
     sha256_of,
 )
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(120)  # fault tests are also marked ``reliability``
 
 PAYLOAD = random.Random(7).randbytes(300_000)
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
@@ -238,9 +238,7 @@ def test_verified_existing_file_is_used_without_a_request(server: HTTPServer, de
     assert server.log == []
 
 
-def test_existing_file_with_another_hash_is_moved_aside_not_deleted(
-    server: HTTPServer, dest: Path
-):
+def test_existing_file_with_another_hash_is_moved_aside_not_deleted(server: HTTPServer, dest: Path):
     dest.parent.mkdir(parents=True)
     dest.write_bytes(b"the user's own file")
     download_weights(serve(server), dest, DIGEST, fast())
@@ -276,6 +274,7 @@ def test_file_url_is_copied_and_verified(tmp_path: Path, dest: Path):
 # ---------------------------------------------------------------- verification
 
 
+@pytest.mark.reliability
 def test_checksum_mismatch_names_url_hashes_and_manual_placement(server: HTTPServer, dest: Path):
     url = serve(server)
     with pytest.raises(WeightsError) as info:
@@ -288,6 +287,7 @@ def test_checksum_mismatch_names_url_hashes_and_manual_placement(server: HTTPSer
     assert len(requests_to(server)) == 2  # one fresh download after the first mismatch, no more
 
 
+@pytest.mark.reliability
 def test_body_longer_than_content_length_is_downloaded_once_more(dest: Path):
     with FaultServer(PAYLOAD) as srv:
         srv.add_faults("long")  # the client stops at the announced length: a wrong file
@@ -296,6 +296,7 @@ def test_body_longer_than_content_length_is_downloaded_once_more(dest: Path):
         assert [hit["range"] for hit in srv.hits()] == [None, None]
 
 
+@pytest.mark.reliability
 def test_body_shorter_than_content_length_is_retried(dest: Path):
     with FaultServer(PAYLOAD) as srv:
         srv.add_faults("short")
@@ -325,6 +326,7 @@ def test_bad_sha256_and_policy_values_name_the_field(server: HTTPServer, dest: P
 # ---------------------------------------------------------------- resume and restart
 
 
+@pytest.mark.reliability
 def test_dropped_connection_resumes_with_range_and_if_range(dest: Path):
     with FaultServer(PAYLOAD) as srv:
         srv.add_faults("drop")
@@ -336,6 +338,7 @@ def test_dropped_connection_resumes_with_range_and_if_range(dest: Path):
     assert dest.read_bytes() == PAYLOAD
 
 
+@pytest.mark.reliability
 def test_if_range_uses_last_modified_when_the_etag_is_weak(dest: Path):
     date = "Wed, 21 Oct 2026 07:28:00 GMT"
     with FaultServer(PAYLOAD, validators={"ETag": 'W/"weak"', "Last-Modified": date}) as srv:
@@ -345,6 +348,7 @@ def test_if_range_uses_last_modified_when_the_etag_is_weak(dest: Path):
     assert dest.read_bytes() == PAYLOAD
 
 
+@pytest.mark.reliability
 def test_server_ignoring_range_restarts_from_zero(server: HTTPServer, dest: Path):
     server.expect_request("/w.pth").respond_with_data(PAYLOAD)  # no range support: always 200
     url = server.url_for("/w.pth")
@@ -357,6 +361,7 @@ def test_server_ignoring_range_restarts_from_zero(server: HTTPServer, dest: Path
 N = len(PAYLOAD)
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize(
     ("content_range", "body"),
     [
@@ -380,6 +385,7 @@ def test_inconsistent_content_range_restarts_from_zero(
     assert [r.headers.get("Range") for r in requests_to(server)] == ["bytes=1000-", None]
 
 
+@pytest.mark.reliability
 def test_range_past_the_end_gets_416_and_a_restart(server: HTTPServer, dest: Path):
     url = serve(server)
     leave_part(dest, url, PAYLOAD + b"0123456789")  # the file got shorter than the saved part
@@ -389,6 +395,7 @@ def test_range_past_the_end_gets_416_and_a_restart(server: HTTPServer, dest: Pat
     assert [response.status_code for _, response in server.log] == [416, 200]
 
 
+@pytest.mark.reliability
 def test_partial_file_is_kept_across_runs_and_resumed(dest: Path):
     with FaultServer(PAYLOAD, validators={}) as srv:
         srv.add_faults("drop")
@@ -401,6 +408,7 @@ def test_partial_file_is_kept_across_runs_and_resumed(dest: Path):
     assert dest.read_bytes() == PAYLOAD
 
 
+@pytest.mark.reliability
 def test_partial_file_is_removed_after_a_non_transient_failure(server: HTTPServer, dest: Path):
     server.expect_request("/w.pth").respond_with_data("gone", status=404)
     url = server.url_for("/w.pth")
@@ -410,6 +418,7 @@ def test_partial_file_is_removed_after_a_non_transient_failure(server: HTTPServe
     assert leftovers(dest.parent) == set()
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("owner", ["another URL", "unknown"])
 def test_partial_file_of_another_url_is_not_resumed(server: HTTPServer, dest: Path, owner: str):
     url = serve(server)
@@ -422,6 +431,7 @@ def test_partial_file_of_another_url_is_not_resumed(server: HTTPServer, dest: Pa
 # ---------------------------------------------------------------- retries and timeouts
 
 
+@pytest.mark.reliability
 def test_slow_drip_past_the_read_timeout_is_retried(dest: Path):
     with FaultServer(PAYLOAD, drip_pause_s=0.6) as srv:
         srv.add_faults("drip")
@@ -430,6 +440,7 @@ def test_slow_drip_past_the_read_timeout_is_retried(dest: Path):
     assert dest.read_bytes() == PAYLOAD
 
 
+@pytest.mark.reliability
 def test_http_500_and_429_are_retried(server: HTTPServer, dest: Path):
     server.expect_oneshot_request("/w.pth").respond_with_data("", 500)
     server.expect_oneshot_request("/w.pth").respond_with_data("", 429, {"Retry-After": "0"})
@@ -438,6 +449,7 @@ def test_http_500_and_429_are_retried(server: HTTPServer, dest: Path):
     assert [response.status_code for _, response in server.log] == [500, 429, 200]
 
 
+@pytest.mark.reliability
 def test_retries_are_capped(server: HTTPServer, dest: Path):
     server.expect_request("/w.pth").respond_with_data("", 503)
     with pytest.raises(WeightsError, match=r"after 3 attempts \(last: HTTP 503"):
@@ -446,6 +458,7 @@ def test_retries_are_capped(server: HTTPServer, dest: Path):
     assert leftovers(dest.parent) == set()
 
 
+@pytest.mark.reliability
 def test_failed_bodies_count_against_the_same_budget(dest: Path):
     with FaultServer(PAYLOAD) as srv:
         srv.add_faults(*["drop"] * 6)
@@ -454,6 +467,7 @@ def test_failed_bodies_count_against_the_same_budget(dest: Path):
         assert len(srv.hits()) == 3
 
 
+@pytest.mark.reliability
 def test_backoff_grows_and_is_capped(server: HTTPServer, dest: Path):
     for _ in range(4):
         server.expect_oneshot_request("/w.pth").respond_with_data("", 502)
@@ -465,6 +479,7 @@ def test_backoff_grows_and_is_capped(server: HTTPServer, dest: Path):
     assert 0.3 <= elapsed < 1.2, elapsed
 
 
+@pytest.mark.reliability
 def test_retry_after_is_honoured_within_the_cap(server: HTTPServer, dest: Path):
     server.expect_oneshot_request("/w.pth").respond_with_data("", 429, {"Retry-After": "1"})
     url = serve(server)
@@ -479,6 +494,7 @@ def test_retry_after_is_honoured_within_the_cap(server: HTTPServer, dest: Path):
     assert time.monotonic() - started < 5  # 30 s asked, 0.2 s allowed
 
 
+@pytest.mark.reliability
 def test_client_errors_are_not_retried(server: HTTPServer, dest: Path):
     server.expect_request("/w.pth").respond_with_data("", 404)
     with pytest.raises(WeightsError, match="HTTP 404"):
@@ -486,6 +502,7 @@ def test_client_errors_are_not_retried(server: HTTPServer, dest: Path):
     assert len(requests_to(server)) == 1
 
 
+@pytest.mark.reliability
 def test_unreachable_host_gives_a_clear_error_and_no_file(dest: Path):
     url = closed_port_url()
     with pytest.raises(WeightsError) as info:
@@ -519,6 +536,7 @@ def test_loopback_http_is_accepted_for_ipv6(request: pytest.FixtureRequest, dest
     assert dest.read_bytes() == PAYLOAD
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize(
     "url",
     [
@@ -555,6 +573,7 @@ def test_redirect_between_loopback_http_urls_is_followed(server: HTTPServer, des
     assert dest.read_bytes() == PAYLOAD
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize(
     "target", ["http://weights.example.com/w.pth", "http://10.1.2.3/w.pth", "file:///etc/hosts"]
 )
@@ -567,6 +586,7 @@ def test_redirect_off_loopback_http_is_refused(
     assert set(no_network) <= {"127.0.0.1"} and not dest.exists()
 
 
+@pytest.mark.reliability
 def test_redirect_loop_is_bounded(server: HTTPServer, dest: Path):
     server.expect_request("/r").respond_with_data("", 302, {"Location": "/r"})
     with pytest.raises(WeightsError, match="more than 5 redirects"):
@@ -581,6 +601,7 @@ def test_https_is_downloaded(tls_server: HTTPServer, trust: None, dest: Path):
     assert dest.read_bytes() == PAYLOAD
 
 
+@pytest.mark.reliability
 def test_redirect_from_https_to_loopback_http_is_refused(
     tls_server: HTTPServer, server: HTTPServer, trust: None, dest: Path
 ):
@@ -591,6 +612,7 @@ def test_redirect_from_https_to_loopback_http_is_refused(
     assert server.log == []
 
 
+@pytest.mark.reliability
 def test_tls_errors_are_not_retried(
     tls_server: HTTPServer, dest: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -606,6 +628,7 @@ def test_tls_errors_are_not_retried(
 # ---------------------------------------------------------------- destination and lock
 
 
+@pytest.mark.reliability
 def test_destination_under_a_regular_file_gives_a_clear_error(server: HTTPServer, tmp_path: Path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -614,6 +637,7 @@ def test_destination_under_a_regular_file_gives_a_clear_error(server: HTTPServer
     assert server.log == []
 
 
+@pytest.mark.reliability
 def test_read_only_destination_gives_a_clear_error(
     server: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -633,6 +657,7 @@ def test_read_only_destination_gives_a_clear_error(
     assert server.log == []
 
 
+@pytest.mark.reliability
 def test_disk_errors_are_weights_errors_and_leave_nothing(
     server: HTTPServer, dest: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -654,6 +679,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.reliability
 def test_waiting_for_a_held_lock_is_bounded(server: HTTPServer, dest: Path):
     dest.parent.mkdir(parents=True)
     holder = subprocess.Popen(
@@ -773,6 +799,7 @@ def run_cli(root: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
+@pytest.mark.reliability
 def test_two_processes_download_once_and_both_succeed(
     server: HTTPServer, tmp_path: Path, fake_app: Callable[..., Path]
 ):
@@ -788,6 +815,7 @@ def test_two_processes_download_once_and_both_succeed(
     assert leftovers(shared) == {FILENAME}
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("quiet", [True, False])
 def test_cli_failure_is_one_error_line_and_nonzero(
     tmp_path: Path, fake_app: Callable[..., Path], quiet: bool
@@ -911,6 +939,7 @@ def test_load_checkpoint_returns_the_dict(tmp_path: Path):
     assert sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.reliability
 def test_unsafe_pickle_is_refused_and_never_runs(tmp_path: Path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pth"
@@ -926,6 +955,7 @@ def test_unsafe_pickle_is_refused_and_never_runs(tmp_path: Path):
     assert control.is_dir()
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "empty", "text", "tensor"])
 def test_not_a_checkpoint_gives_a_clear_error(tmp_path: Path, kind: str):
     path = tmp_path / f"{kind}.pth"

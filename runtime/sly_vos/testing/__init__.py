@@ -151,7 +151,7 @@ class PlatformPolicy:
     """The app's platform timeouts in the tests (short, so that fault tests are quick), and
     the bounds they imply: ``RetryPolicy.worst_case_s`` per call, plus the model's work."""
 
-    attempts: int = 2
+    attempts: int = 3
     backoff_s: float = 0.1
     backoff_max_s: float = 0.5
     connect_timeout_s: float = 1.0

@@ -114,8 +114,11 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         if_range = self.headers.get("If-Range")
         srv.record(
-            {"path": self.path.split("?", 1)[0], "range": self.headers.get("Range"),
-             "if_range": if_range}
+            {
+                "path": self.path.split("?", 1)[0],
+                "range": self.headers.get("Range"),
+                "if_range": if_range,
+            }
         )
         fault = srv.next_fault()
         data, start = srv.payload, 0
