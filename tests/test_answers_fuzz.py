@@ -88,6 +88,9 @@ def test_any_free_text_answer_is_safe(field: str, value: str) -> None:
         parse_structured_files(app)
         if any(marker in value for marker in JINJA_MARKERS):
             return  # rendered by design (see above): only validity is promised
+        # Cookiecutter renders an answer given without a prompt as a Jinja template, and Jinja
+        # reads "\r\n" and "\r" as "\n": that is the text the template receives.
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
         record = json.loads((app / ".cruft.json").read_text("utf-8"))["context"]["cookiecutter"]
         assert record[field] == value
         manifest = json.loads((app / "config.json").read_text("utf-8"))

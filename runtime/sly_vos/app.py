@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from types import ModuleType
-from typing import Any, BinaryIO, ClassVar, Literal
+from typing import Annotated, Any, BinaryIO, ClassVar, Literal
 
 import numpy as np
 import supervisely as sly
@@ -89,9 +89,7 @@ class TrackingApp(sly.nn.inference.MaskTracking):
         from .weights import resolve_weights  # the weights module needs no SDK; keep it lazy
 
         self.device = device_from_env(device, self.settings.device_env)
-        weights = (
-            resolve_weights(self.settings, model_dir) if self.spec.weights_required else None
-        )
+        weights = resolve_weights(self.settings, model_dir) if self.spec.weights_required else None
         self.tracker = self.spec.make_tracker(weights, self.device)
         # One model pass at a time: bounded memory, no contention on small machines. Frames
         # are decoded or downloaded only under it, so waiting requests hold none.
@@ -99,7 +97,11 @@ class TrackingApp(sly.nn.inference.MaskTracking):
         self.jobs = JobRegistry()
         sly.logger.info(
             "Model loaded",
-            extra={"model": self.settings.model_name, "device": self.device, "weights": str(weights)},
+            extra={
+                "model": self.settings.model_name,
+                "device": self.device,
+                "weights": str(weights),
+            },
         )
 
     def predict(self, frames: list[np.ndarray], input_mask: np.ndarray) -> list[np.ndarray]:
@@ -153,8 +155,9 @@ class TrackingApp(sly.nn.inference.MaskTracking):
         job = Job(kind, plan.frames)
         self.jobs.submit(job, lambda j: run(self, plan, j))
         logger.info(
-            "%s request queued", kind, extra={"uuid": job.uuid, "frames": plan.frames,
-                                              "objects": len(plan.objects)}
+            "%s request queued",
+            kind,
+            extra={"uuid": job.uuid, "frames": plan.frames, "objects": len(plan.objects)},
         )
         return {"message": message, "inference_request_uuid": job.uuid, "success": True}
 
@@ -219,7 +222,7 @@ class TrackingApp(sly.nn.inference.MaskTracking):
             server.add_api_route(path, _json_endpoint(path, handler), methods=["POST"])
 
         async def track_api_files(
-            files: list[UploadFile] = File(...), settings: str = Form("{}")
+            files: Annotated[list[UploadFile], File()], settings: Annotated[str, Form()] = "{}"
         ) -> Any:
             def work() -> Any:
                 try:

@@ -29,7 +29,8 @@ from .validation import InputError
 logger = logging.getLogger(__name__)
 
 MAX_JSON_BODY_BYTES = 64 * 1024 * 1024  # a /track_async body holds figures, never frames
-_PATH_RE = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@~+-]+){2,}/?")
+# An absolute path (two parts or more); relative ones ("src/pkg/model.py") say where to look.
+_PATH_RE = re.compile(r"(?<![\w.~-])(?:[A-Za-z]:)?(?:/[\w.@~+-]+){2,}/?")
 
 
 class RequestNotFound(LookupError):
@@ -107,9 +108,9 @@ class JsonBodyGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_JSON_BODY_BYTES:
-                await error_response(
-                    413, f"body: larger than {MAX_JSON_BODY_BYTES} bytes", "body"
-                )(scope, receive, send)
+                await error_response(413, f"body: larger than {MAX_JSON_BODY_BYTES} bytes", "body")(
+                    scope, receive, send
+                )
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)

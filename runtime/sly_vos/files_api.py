@@ -177,9 +177,7 @@ def decode_frame(image: Image.Image, index: int) -> np.ndarray:
 # ---------------------------------------------------------------- answer
 
 
-def build_response(
-    masks: Sequence[np.ndarray], kinds: Sequence[str]
-) -> list[list[dict[str, Any]]]:
+def build_response(masks: Sequence[np.ndarray], kinds: Sequence[str]) -> list[list[dict[str, Any]]]:
     """The SDK's answer: per frame after the first, the geometries in input order, typed like
     the input (a polygon may come back as several), empty masks left out."""
     results: list[list[dict[str, Any]]] = []

@@ -161,9 +161,7 @@ def decode(kind: str, data: Any, field: str, height: int, width: int) -> Bitmap:
     return _decode_polygon(data, field, height, width)
 
 
-def draw(
-    geometries: Sequence[tuple[str, Any, str]], height: int, width: int
-) -> np.ndarray:
+def draw(geometries: Sequence[tuple[str, Any, str]], height: int, width: int) -> np.ndarray:
     """Draw geometry k of ``(kind, data, field)`` with id k+1 into one uint8 label mask;
     later ones cover earlier ones, as in the SDK.
 

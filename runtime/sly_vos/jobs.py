@@ -118,7 +118,10 @@ class Job:
             progress = {"current": self.current, "total": self.total}
             exception = None
             if self.error is not None:
-                exception = {"type": type(self.error).__name__, "message": public_message(self.error)}
+                exception = {
+                    "type": type(self.error).__name__,
+                    "message": public_message(self.error),
+                }
             inferring = self.stage == Stage.INFERENCE
             has_result = self.result is not None
             return {

@@ -105,7 +105,8 @@ def frame_range(ctx: _RangeContext, video: VideoInfo, clip: bool) -> list[int]:
                 422,
             )
         logger.info(
-            "tracking range shortened to the video", extra={"asked": ctx.frames, "kept": len(inside) - 1}
+            "tracking range shortened to the video",
+            extra={"asked": ctx.frames, "kept": len(inside) - 1},
         )
     if len(inside) < 2:
         raise InputError(
@@ -129,9 +130,7 @@ def _check_object_count(count: int, field_name: str) -> None:
         )
 
 
-def _draw(
-    items: Sequence[tuple[str, Any, str]], video: VideoInfo, type_key: str
-) -> np.ndarray:
+def _draw(items: Sequence[tuple[str, Any, str]], video: VideoInfo, type_key: str) -> np.ndarray:
     """Check every geometry's type (``<field>.<type_key>``), then draw them all."""
     for kind, _, where in items:
         geometry.check_kind(kind, f"{where}.{type_key}")
@@ -144,7 +143,9 @@ def plan_track(client: PlatformClient, ctx: TrackContext) -> Plan:
     video = client.video_info(ctx.video_id)
     indexes = frame_range(ctx, video, clip=True)
     items, objects = [], []
-    for index, (figure_id, object_id) in enumerate(zip(ctx.figure_ids, ctx.object_ids, strict=True)):
+    for index, (figure_id, object_id) in enumerate(
+        zip(ctx.figure_ids, ctx.object_ids, strict=True)
+    ):
         figure = client.figure_info(figure_id)
         items.append((figure.geometry_type, figure.geometry, f"context.figureIds[{index}]"))
         objects.append(TrackedObject(object_id, figure_id, figure.geometry_type))
@@ -206,7 +207,9 @@ class FrameFeed:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-feed")
 
     def _fetch(self, position: int) -> Future[np.ndarray]:
-        return self._pool.submit(self._client.download_frame, self._video_id, self._indexes[position])
+        return self._pool.submit(
+            self._client.download_frame, self._video_id, self._indexes[position]
+        )
 
     def __iter__(self) -> Iterator[np.ndarray]:
         try:
@@ -220,7 +223,9 @@ class FrameFeed:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def tracked_masks(host: TrackingHost, plan: Plan, job: Job | None) -> Iterator[tuple[int, np.ndarray]]:
+def tracked_masks(
+    host: TrackingHost, plan: Plan, job: Job | None
+) -> Iterator[tuple[int, np.ndarray]]:
     """``(frame index, mask)`` for every frame after the annotated one, as the model yields
     them. The caller holds ``host.model_lock``; stopping is checked between frames."""
     feed = FrameFeed(plan.client, plan.video.id, plan.frame_indexes)
@@ -257,7 +262,9 @@ def _notify(plan: Plan, job: Job, current: int, total: int) -> None:
     """Progress to the tool; learns the tool's stop button from the answer."""
     span = plan.frame_range(current)
     if plan.direct_progress:
-        plan.client.direct_progress(plan.session_id, plan.video.id, plan.track_id, span, current, total)
+        plan.client.direct_progress(
+            plan.session_id, plan.video.id, plan.track_id, span, current, total
+        )
         return
     stopped = plan.client.notify_progress(
         plan.track_id, plan.video.id, span, current, total, tracked_figures=plan.tracked
@@ -378,7 +385,9 @@ def run_track_api(host: TrackingHost, plan: Plan) -> list[list[dict[str, Any] | 
                 row: list[dict[str, Any] | None] = []
                 for label_id in range(1, len(plan.objects) + 1):
                     if label_id in boxes:
-                        shape = geometry.mask_geometries(mask, label_id, boxes[label_id], "bitmap")[0]
+                        shape = geometry.mask_geometries(mask, label_id, boxes[label_id], "bitmap")[
+                            0
+                        ]
                         row.append(geometry.to_json([shape])[0])
                     else:
                         row.append(None)

@@ -150,8 +150,13 @@ class RetryPolicy:
         ``_BACKOFF_MAX_S``, ``_CONNECT_TIMEOUT_S`` and ``_READ_TIMEOUT_S`` (an agent on a
         slow network, or tests that need short bounds). A bad value names the variable."""
         values: dict[str, Any] = {}
-        for name, kind in (("attempts", int), ("backoff_s", float), ("backoff_max_s", float),
-                           ("connect_timeout_s", float), ("read_timeout_s", float)):
+        for name, kind in (
+            ("attempts", int),
+            ("backoff_s", float),
+            ("backoff_max_s", float),
+            ("connect_timeout_s", float),
+            ("read_timeout_s", float),
+        ):
             key = f"SLY_VOS_PLATFORM_{name.upper()}"
             raw = env.get(key)
             if raw is None or raw == "":

@@ -79,9 +79,7 @@ class TrackContext(_RangeContext):
 
     track_id: str | Id = Field(validation_alias=_aliases("trackId", "track_id"))
     object_ids: list[Id] = Field(validation_alias=_aliases("objectIds", "object_ids"))
-    figure_ids: list[Id] = Field(
-        validation_alias=_aliases("figureIds", "figure_ids"), min_length=1
-    )
+    figure_ids: list[Id] = Field(validation_alias=_aliases("figureIds", "figure_ids"), min_length=1)
     frame_width: StrictInt | None = Field(
         default=None, validation_alias=_aliases("frameWidth", "frame_width")
     )

@@ -11,7 +11,7 @@ import pytest
 
 from sly_vos.dev.synthetic import write_sample
 
-FAKE_SETTINGS = '''
+FAKE_SETTINGS = """
 from sly_vos import AppSettings
 
 SETTINGS = AppSettings(
@@ -20,7 +20,7 @@ SETTINGS = AppSettings(
     weights_url="https://example.com/fake.pth", weights_sha256=None,
     weights_filename="fake.pth", env_prefix="FAKEAPP", gpu="no",
 )
-'''
+"""
 
 FAKE_MODEL = '''
 """A model that copies the first mask to every frame (fast, deterministic, tracks nothing)."""

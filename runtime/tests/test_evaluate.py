@@ -156,7 +156,9 @@ def test_bad_arguments(
     assert words in capsys.readouterr().err
 
 
-def test_tracking_needs_the_app(sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_tracking_needs_the_app(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert evaluate.main([str(sample), "--out", str(tmp_path)]) == 1
     assert "--app" in capsys.readouterr().err
     assert evaluate.main([str(sample), "--app", "no_such_app", "--out", str(tmp_path)]) == 1

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+
 from sly_vos.dev.synthetic import make_clip
 from sly_vos.platform import (
     FIGURE_FIELDS,

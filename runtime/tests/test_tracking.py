@@ -122,38 +122,49 @@ WIDER = np.zeros((8, 11, 3), np.uint8)
 BAD_INPUTS = {
     "no frames": (lambda: ([], _mask()), "frames", 422, "at least one"),
     "frames not a list": (
-        lambda: (np.zeros((3, 8, 10, 3), np.uint8), _mask()), "frames", 400, "list"
+        lambda: (np.zeros((3, 8, 10, 3), np.uint8), _mask()),
+        "frames",
+        400,
+        "list",
     ),
     "frame not an array": (
-        lambda: (_replace(_frames(), 1, [[1, 2]]), _mask()), "frames[1]", 400, "numpy"
+        lambda: (_replace(_frames(), 1, [[1, 2]]), _mask()),
+        "frames[1]",
+        400,
+        "numpy",
     ),
     "grey frame": (lambda: (_replace(_frames(), 1, GREY), _mask()), "frames[1]", 422, "HxWx3"),
     "rgba frame": (lambda: (_replace(_frames(), 2, RGBA), _mask()), "frames[2]", 422, "HxWx3"),
     "float frame": (
-        lambda: (_replace(_frames(), 0, FLOAT_RGB), _mask()), "frames[0]", 422, "uint8"
+        lambda: (_replace(_frames(), 0, FLOAT_RGB), _mask()),
+        "frames[0]",
+        422,
+        "uint8",
     ),
     "empty frame": (
         lambda: ([np.zeros((0, 10, 3), np.uint8)], np.zeros((0, 10), np.uint8)),
-        "frames[0]", 422, "empty",
+        "frames[0]",
+        422,
+        "empty",
     ),
     "frame size differs": (
-        lambda: (_replace(_frames(), 2, WIDER), _mask()), "frames[2]", 422, "differs"
+        lambda: (_replace(_frames(), 2, WIDER), _mask()),
+        "frames[2]",
+        422,
+        "differs",
     ),
     "mask not an array": (lambda: (_frames(), _mask().tolist()), "input_mask", 400, "numpy"),
-    "mask 3-D": (
-        lambda: (_frames(), np.stack([_mask()] * 3, axis=-1)), "input_mask", 422, "2-D"
-    ),
+    "mask 3-D": (lambda: (_frames(), np.stack([_mask()] * 3, axis=-1)), "input_mask", 422, "2-D"),
     "mask size differs": (lambda: (_frames(), _mask(8, 9)), "input_mask", 422, "differs"),
     "bool mask": (lambda: (_frames(), _mask() > 0), "input_mask", 422, "integer"),
     "float mask": (lambda: (_frames(), _mask(dtype=np.float32)), "input_mask", 422, "integer"),
-    "negative id": (
-        lambda: (_frames(), _mask(dtype=np.int16) - 1), "input_mask", 422, "0..255"
-    ),
-    "id over 255": (
-        lambda: (_frames(), _mask(dtype=np.uint16) * 100), "input_mask", 422, "0..255"
-    ),
+    "negative id": (lambda: (_frames(), _mask(dtype=np.int16) - 1), "input_mask", 422, "0..255"),
+    "id over 255": (lambda: (_frames(), _mask(dtype=np.uint16) * 100), "input_mask", 422, "0..255"),
     "no object": (
-        lambda: (_frames(), np.zeros((8, 10), np.uint8)), "input_mask", 422, "no object to track"
+        lambda: (_frames(), np.zeros((8, 10), np.uint8)),
+        "input_mask",
+        422,
+        "no object to track",
     ),
 }
 

@@ -6,7 +6,8 @@
 ``DATA_DIR`` holds ``JPEGImages/<video>/*.jpg|png`` and ``Annotations/<video>/*.png`` (palette
 or grey PNGs whose pixel values are the object ids). The first annotation of a video is the
 prompt; the app's tracker (``PACKAGE.model``) runs in this process (no server), through
-``tracking.run_tracker`` like the app. ``--predictions DIR`` skips tracking and scores ``DIR/<video>/*.png`` instead.
+``tracking.run_tracker`` like the app. ``--predictions DIR`` skips tracking and scores
+``DIR/<video>/*.png`` instead.
 
 Scores follow the DAVIS semi-supervised convention, computed by ``vos-benchmark``: the first
 (prompt) and last annotated frames are excluded, J and F are averaged per object over frames,

@@ -1,8 +1,9 @@
 """Run the app as a real uvicorn server on loopback and talk to it over real HTTP.
 
-Used by the suites and by scripts: start/stop the server in a subprocess on a free port, wait for ``/is_ready`` with a deadline, keep its log, and encode /
-decode ``/track-api-files`` requests the way a Supervisely client does. No Supervisely
-instance is contacted (the caller passes an environment with placeholder credentials).
+Used by the suites and by scripts: start/stop the server in a subprocess on a free port,
+wait for ``/is_ready`` with a deadline, keep its log, and encode / decode
+``/track-api-files`` requests the way a Supervisely client does. No Supervisely instance is
+contacted (the caller passes an environment with placeholder credentials or a stand-in's).
 """
 
 from __future__ import annotations

@@ -67,8 +67,13 @@ class Tool:
             body.update(server_address=self.platform.url, api_token=self.platform.token)
         return self.server.post(path, json=body, timeout=JOB_TIMEOUT_S)
 
-    def figures(self, video_id: int, frame: int, kinds: tuple[str, ...] = ("bitmap", "bitmap"),
-                object_ids: tuple[int, ...] = (17, 5)) -> list[int]:
+    def figures(
+        self,
+        video_id: int,
+        frame: int,
+        kinds: tuple[str, ...] = ("bitmap", "bitmap"),
+        object_ids: tuple[int, ...] = (17, 5),
+    ) -> list[int]:
         """Draw the clip's objects on ``frame`` as the user would (one figure per object)."""
         masks = self.platform.masks(video_id)
         assert masks is not None
@@ -76,9 +81,7 @@ class Tool:
         figure_ids = []
         for obj_id, kind, object_id in zip(ids, kinds, object_ids, strict=False):
             shape = masks[frame] == obj_id
-            geometry = (
-                polygon_geometries(shape)[0] if kind == "polygon" else bitmap_geometry(shape)
-            )
+            geometry = polygon_geometries(shape)[0] if kind == "polygon" else bitmap_geometry(shape)
             figure_ids.append(
                 self.platform.add_figure(video_id, object_id, frame, kind, geometry["data"])
             )
@@ -95,13 +98,18 @@ class Tool:
         assert self.platform.wait_for(done, JOB_TIMEOUT_S), self.server.log_tail()
         return self.platform.progress(track_id)
 
-    def pull(self, uuid: str, **context: Any) -> Iterator[dict]:
-        """``/pop_tracking_results`` until the job is finished; yields every answer."""
+    def pull(self, uuid: str, stub_raises: bool = True, **context: Any) -> Iterator[dict]:
+        """``/pop_tracking_results`` until the job is finished; yields every answer. A job
+        that ended because the model is not implemented raises ``NotImplementedError``
+        (``stub_raises``), so a stub's strict expected failures see exactly that."""
         deadline = time.monotonic() + JOB_TIMEOUT_S
         while time.monotonic() < deadline:
             answer = self.post("/pop_tracking_results", {"inference_request_uuid": uuid, **context})
             assert answer.status_code == 200, answer.text[:500]
             body = answer.json()
+            failed = body["exception"] or {}
+            if stub_raises and failed.get("type") == "NotImplementedError":
+                raise NotImplementedError(failed.get("message"))
             yield body
             if body["finished"] and not body["pending_results"]:
                 return
@@ -121,7 +129,9 @@ def figure_of(result: list) -> dict:
     return dict(zip(FigureInfo._fields, result, strict=True))
 
 
-def masks_by_frame(figures: list[dict], height: int, width: int) -> dict[int, dict[int, np.ndarray]]:
+def masks_by_frame(
+    figures: list[dict], height: int, width: int
+) -> dict[int, dict[int, np.ndarray]]:
     """``{frame: {objectId: mask}}`` of uploaded or pulled figures (polygons rasterised)."""
     out: dict[int, dict[int, np.ndarray]] = {}
     for figure in figures:
@@ -132,8 +142,12 @@ def masks_by_frame(figures: list[dict], height: int, width: int) -> dict[int, di
     return out
 
 
-def mean_j(found: dict[int, dict[int, np.ndarray]], gt: list[np.ndarray],
-           objects: dict[int, int], frames: list[int]) -> float:
+def mean_j(
+    found: dict[int, dict[int, np.ndarray]],
+    gt: list[np.ndarray],
+    objects: dict[int, int],
+    frames: list[int],
+) -> float:
     """Mean IoU over ``frames`` and objects; ``objects`` maps objectId -> ground-truth id."""
     scores = []
     for frame in frames:
@@ -145,8 +159,9 @@ def mean_j(found: dict[int, dict[int, np.ndarray]], gt: list[np.ndarray],
     return float(np.mean(scores))
 
 
-def gt_objects(platform: PlatformStandIn, video_id: int, frame: int,
-               object_ids: tuple[int, ...] = (17, 5)) -> dict[int, int]:
+def gt_objects(
+    platform: PlatformStandIn, video_id: int, frame: int, object_ids: tuple[int, ...] = (17, 5)
+) -> dict[int, int]:
     masks = platform.masks(video_id)
     assert masks is not None
     ids = [int(i) for i in np.unique(masks[frame]) if i]
@@ -161,8 +176,14 @@ def downloads(platform: PlatformStandIn, video_id: int) -> int:
     )
 
 
-def track_context(video_id: int, frame: int, frames: int, figure_ids: list[int],
-                  track_id: str, direction: str = "forward") -> dict[str, Any]:
+def track_context(
+    video_id: int,
+    frame: int,
+    frames: int,
+    figure_ids: list[int],
+    track_id: str,
+    direction: str = "forward",
+) -> dict[str, Any]:
     return {
         "videoId": video_id,
         "frameIndex": frame,
@@ -174,8 +195,15 @@ def track_context(video_id: int, frame: int, frames: int, figure_ids: list[int],
     }
 
 
-def async_context(platform: PlatformStandIn, video_id: int, frame: int, frames: int,
-                  figure_ids: list[int], track_id: str, **extra: Any) -> dict[str, Any]:
+def async_context(
+    platform: PlatformStandIn,
+    video_id: int,
+    frame: int,
+    frames: int,
+    figure_ids: list[int],
+    track_id: str,
+    **extra: Any,
+) -> dict[str, Any]:
     return {
         "videoId": video_id,
         "frameIndex": frame,
@@ -211,7 +239,11 @@ def raise_if_stub_error(platform: PlatformStandIn, track_id: str) -> None:
     ids=["forward", "backward"],
 )
 def test_track_uploads_each_frame_to_the_right_frame(
-    tool: Tool, platform: PlatformStandIn, video: int, start: int, direction: str,
+    tool: Tool,
+    platform: PlatformStandIn,
+    video: int,
+    start: int,
+    direction: str,
     expected: list[int],
 ) -> None:
     """SDK defect 2: backward /track wrote frames k+1.. instead of k-1... Defect 7: the
@@ -243,7 +275,11 @@ def test_track_uploads_each_frame_to_the_right_frame(
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("endpoint", ["/track", "/track_async"])
 def test_tracked_figures_match_ground_truth(
-    tool: Tool, platform: PlatformStandIn, video: int, clip: synthetic.Clip, endpoint: str,
+    tool: Tool,
+    platform: PlatformStandIn,
+    video: int,
+    clip: synthetic.Clip,
+    endpoint: str,
     direction: str,
 ) -> None:
     start = 4 if direction == "forward" else 19
@@ -260,8 +296,9 @@ def test_tracked_figures_match_ground_truth(
         raise_if_stub_error(platform, track_id)
         figures = [f for f in platform.uploaded(video) if f["trackId"] == track_id]
     else:
-        context = async_context(platform, video, start, frames, figure_ids, track_id,
-                                direction=direction)
+        context = async_context(
+            platform, video, start, frames, figure_ids, track_id, direction=direction
+        )
         uuid = started(tool.post("/track_async", context))
         figures = []
         for body in tool.pull(uuid):
@@ -269,8 +306,12 @@ def test_tracked_figures_match_ground_truth(
             if body["exception"]:
                 raise_if_stub_error(platform, track_id)
         figures = [
-            {"frame": f["frame_index"], "objectId": f["object_id"],
-             "geometryType": f["geometry_type"], "geometry": f["geometry"]}
+            {
+                "frame": f["frame_index"],
+                "objectId": f["object_id"],
+                "geometryType": f["geometry_type"],
+                "geometry": f["geometry"],
+            }
             for f in figures
         ]
     found = masks_by_frame(figures, HEIGHT, WIDTH)
@@ -291,8 +332,10 @@ def test_polygons_come_back_as_polygons_and_ids_keep_their_gaps(
     tool.wait_progress(track_id, 3)
     raise_if_stub_error(platform, track_id)
     uploaded = [f for f in platform.uploaded(video) if f["trackId"] == track_id]
-    kinds = {f["objectId"]: {x["geometryType"] for x in uploaded if x["objectId"] == f["objectId"]}
-             for f in uploaded}
+    kinds = {
+        f["objectId"]: {x["geometryType"] for x in uploaded if x["objectId"] == f["objectId"]}
+        for f in uploaded
+    }
     assert kinds.get(40, {"polygon"}) == {"polygon"}
     assert kinds.get(2, {"bitmap"}) == {"bitmap"}
 
@@ -307,7 +350,9 @@ def test_track_async_results_arrive_through_pop(
     """SDK defect 1: /track_async ended 'Finished' with no result at all."""
     figure_ids = tool.figures(video, 1)
     track_id = tool.track_id()
-    uuid = started(tool.post("/track_async", async_context(platform, video, 1, 6, figure_ids, track_id)))
+    uuid = started(
+        tool.post("/track_async", async_context(platform, video, 1, 6, figure_ids, track_id))
+    )
     frames: list[int] = []
     last: dict = {}
     for body in tool.pull(uuid):
@@ -329,12 +374,15 @@ def test_pop_with_a_frame_range_takes_only_those_frames(
     """SDK defect: /pop_tracking_results failed without frameRange once results existed."""
     figure_ids = tool.figures(video, 0)
     track_id = tool.track_id()
-    uuid = started(tool.post("/track_async", async_context(platform, video, 0, 5, figure_ids, track_id)))
+    uuid = started(
+        tool.post("/track_async", async_context(platform, video, 0, 5, figure_ids, track_id))
+    )
     for _ in tool.pull(uuid, frameRange=[99, 100]):  # nothing there: everything stays queued
         pass
     raise_if_stub_error(platform, track_id)
-    first = tool.post("/pop_tracking_results",
-                      {"inference_request_uuid": uuid, "frameRange": [1, 2]}).json()
+    first = tool.post(
+        "/pop_tracking_results", {"inference_request_uuid": uuid, "frameRange": [1, 2]}
+    ).json()
     rest = tool.post("/pop_tracking_results", {"inference_request_uuid": uuid}).json()
     assert {figure_of(r)["frame_index"] for r in first["pending_results"]} <= {1, 2}
     assert {figure_of(r)["frame_index"] for r in rest["pending_results"]} <= {3, 4, 5}
@@ -348,12 +396,16 @@ def test_direct_progress_messages_go_to_the_annotation_tool(
 ) -> None:
     figure_ids = tool.figures(video, 3)
     track_id = tool.track_id()
-    context = async_context(platform, video, 3, 2, figure_ids, track_id, sessionId="s-1",
-                            useDirectProgressMessages=True)
+    context = async_context(
+        platform, video, 3, 2, figure_ids, track_id, sessionId="s-1", useDirectProgressMessages=True
+    )
     uuid = started(tool.post("/track_async", context))
-    list(tool.pull(uuid))
-    actions = [c.body for c in platform.calls_to("annotation-tool.run-action")
-               if c.body.get("sessionId") == "s-1"]
+    list(tool.pull(uuid, stub_raises=False))
+    actions = [
+        c.body
+        for c in platform.calls_to("annotation-tool.run-action")
+        if c.body.get("sessionId") == "s-1"
+    ]
     assert actions, "direct progress goes through annotation-tool.run-action"
     if model_profile.stub:
         assert platform.errors(track_id), "the stub's error reaches the tool"
@@ -386,8 +438,12 @@ def test_the_app_uses_its_own_platform_address(
 ) -> None:
     """Without credentials in the body, the app's SERVER_ADDRESS/API_TOKEN are used."""
     before = len(platform.calls_to("videos.info"))
-    context = {"videoId": video, "frameIndex": 5, "frames": 1,
-               "input_geometries": [{"type": "rectangle", "data": {}}]}
+    context = {
+        "videoId": video,
+        "frameIndex": 5,
+        "frames": 1,
+        "input_geometries": [{"type": "rectangle", "data": {}}],
+    }
     answer = tool.post("/track-api", context, creds=False)
     assert answer.status_code == 400, answer.text[:300]
     assert len(platform.calls_to("videos.info")) == before + 1
@@ -399,66 +455,176 @@ def test_the_app_uses_its_own_platform_address(
 def _bad_requests(video: int, platform: PlatformStandIn, figure: int) -> dict[str, tuple]:
     """name -> (path, body or raw bytes, status, field the error names)."""
     figure_json = platform.figure_json(figure)
-    base = {"videoId": video, "frameIndex": 0, "frames": 2, "trackId": "t",
-            "figures": [figure_json]}
+    base = {
+        "videoId": video,
+        "frameIndex": 0,
+        "frames": 2,
+        "trackId": "t",
+        "figures": [figure_json],
+    }
     return {
         "not json": ("/track_async", b"{nope", 400, "body"),
         "body not an object": ("/track_async", b"[1, 2]", 400, "body"),
         "context not an object": ("/track_async", {"context": "x"}, 400, "context"),
         "no context": ("/track_async", {"state": {}}, 400, "context"),
-        "no videoId": ("/track_async", {"context": {**base, "videoId": None}}, 400,
-                       "context.videoId"),
-        "frames not an integer": ("/track_async", {"context": {**base, "frames": "2"}}, 400,
-                                  "context.frames"),
-        "zero frames": ("/track_async", {"context": {**base, "frames": 0}}, 400,
-                        "context.frames"),
-        "unknown direction": ("/track_async", {"context": {**base, "direction": "up"}}, 400,
-                              "context.direction"),
-        "frame past the video": ("/track_async",
-                                 {"context": {**base, "frameIndex": VIDEO_FRAMES}}, 422,
-                                 "context.frameIndex"),
-        "no frame to track": ("/track_async",
-                              {"context": {**base, "frameIndex": VIDEO_FRAMES - 1}}, 422,
-                              "context.frameIndex"),
-        "no figures": ("/track_async", {"context": {**base, "figures": []}}, 400,
-                       "context.figures"),
-        "rectangle figure": ("/track_async", {"context": {**base, "figures": [
-            {**figure_json, "geometryType": "rectangle"}]}}, 400,
-            "context.figures[0].geometryType"),
-        "geometry outside the frame": ("/track_async", {"context": {**base, "figures": [
-            {**figure_json, "geometryType": "polygon", "geometry": {"points": {
-                "exterior": [[0, 0], [900, 0], [0, 40]], "interior": []}}}]}}, 422,
-            "context.figures[0]"),
-        "track-api past the end": ("/track-api", {"context": {
-            "videoId": video, "frameIndex": VIDEO_FRAMES - 3, "frames": 5,
-            "input_geometries": [{"type": "bitmap", "data": figure_json["geometry"]}]}}, 422,
-            "context.frames"),
-        "track without figureIds": ("/track", {"context": {
-            "videoId": video, "frameIndex": 0, "frames": 2, "trackId": "t", "objectIds": [1]}},
-            400, "context.figureIds"),
-        "track objectIds and figureIds differ": ("/track", {"context": {
-            "videoId": video, "frameIndex": 0, "frames": 2, "trackId": "t", "objectIds": [],
-            "figureIds": [figure]}}, 400, "context"),
-        "stop without uuid": ("/stop_tracking", {"context": {}}, 400,
-                              "context.inference_request_uuid"),
-        "pop without uuid": ("/pop_tracking_results", {"context": {}}, 400,
-                             "context.inference_request_uuid"),
-        "clear without uuid": ("/clear_tracking_results", {"context": {}}, 400,
-                               "context.inference_request_uuid"),
-        "pop of an unknown uuid": ("/pop_tracking_results",
-                                   {"context": {"inference_request_uuid": "nope"}}, 404,
-                                   "context.inference_request_uuid"),
-        "bad frameRange": ("/pop_tracking_results", {"context": {
-            "inference_request_uuid": "x", "frameRange": [1]}}, 400, "context.frameRange"),
+        "no videoId": (
+            "/track_async",
+            {"context": {**base, "videoId": None}},
+            400,
+            "context.videoId",
+        ),
+        "frames not an integer": (
+            "/track_async",
+            {"context": {**base, "frames": "2"}},
+            400,
+            "context.frames",
+        ),
+        "zero frames": ("/track_async", {"context": {**base, "frames": 0}}, 400, "context.frames"),
+        "unknown direction": (
+            "/track_async",
+            {"context": {**base, "direction": "up"}},
+            400,
+            "context.direction",
+        ),
+        "frame past the video": (
+            "/track_async",
+            {"context": {**base, "frameIndex": VIDEO_FRAMES}},
+            422,
+            "context.frameIndex",
+        ),
+        "no frame to track": (
+            "/track_async",
+            {"context": {**base, "frameIndex": VIDEO_FRAMES - 1}},
+            422,
+            "context.frameIndex",
+        ),
+        "no figures": (
+            "/track_async",
+            {"context": {**base, "figures": []}},
+            400,
+            "context.figures",
+        ),
+        "rectangle figure": (
+            "/track_async",
+            {"context": {**base, "figures": [{**figure_json, "geometryType": "rectangle"}]}},
+            400,
+            "context.figures[0].geometryType",
+        ),
+        "geometry outside the frame": (
+            "/track_async",
+            {
+                "context": {
+                    **base,
+                    "figures": [
+                        {
+                            **figure_json,
+                            "geometryType": "polygon",
+                            "geometry": {
+                                "points": {"exterior": [[0, 0], [900, 0], [0, 40]], "interior": []}
+                            },
+                        }
+                    ],
+                }
+            },
+            422,
+            "context.figures[0]",
+        ),
+        "track-api past the end": (
+            "/track-api",
+            {
+                "context": {
+                    "videoId": video,
+                    "frameIndex": VIDEO_FRAMES - 3,
+                    "frames": 5,
+                    "input_geometries": [{"type": "bitmap", "data": figure_json["geometry"]}],
+                }
+            },
+            422,
+            "context.frames",
+        ),
+        "track without figureIds": (
+            "/track",
+            {
+                "context": {
+                    "videoId": video,
+                    "frameIndex": 0,
+                    "frames": 2,
+                    "trackId": "t",
+                    "objectIds": [1],
+                }
+            },
+            400,
+            "context.figureIds",
+        ),
+        "track objectIds and figureIds differ": (
+            "/track",
+            {
+                "context": {
+                    "videoId": video,
+                    "frameIndex": 0,
+                    "frames": 2,
+                    "trackId": "t",
+                    "objectIds": [],
+                    "figureIds": [figure],
+                }
+            },
+            400,
+            "context",
+        ),
+        "stop without uuid": (
+            "/stop_tracking",
+            {"context": {}},
+            400,
+            "context.inference_request_uuid",
+        ),
+        "pop without uuid": (
+            "/pop_tracking_results",
+            {"context": {}},
+            400,
+            "context.inference_request_uuid",
+        ),
+        "clear without uuid": (
+            "/clear_tracking_results",
+            {"context": {}},
+            400,
+            "context.inference_request_uuid",
+        ),
+        "pop of an unknown uuid": (
+            "/pop_tracking_results",
+            {"context": {"inference_request_uuid": "nope"}},
+            404,
+            "context.inference_request_uuid",
+        ),
+        "bad frameRange": (
+            "/pop_tracking_results",
+            {"context": {"inference_request_uuid": "x", "frameRange": [1]}},
+            400,
+            "context.frameRange",
+        ),
     }
 
 
 BAD_NAMES = [  # the keys of _bad_requests, for the test ids
-    "not json", "body not an object", "context not an object", "no context", "no videoId",
-    "frames not an integer", "zero frames", "unknown direction", "frame past the video",
-    "no frame to track", "no figures", "rectangle figure", "geometry outside the frame",
-    "track-api past the end", "track without figureIds", "track objectIds and figureIds differ",
-    "stop without uuid", "pop without uuid", "clear without uuid", "pop of an unknown uuid",
+    "not json",
+    "body not an object",
+    "context not an object",
+    "no context",
+    "no videoId",
+    "frames not an integer",
+    "zero frames",
+    "unknown direction",
+    "frame past the video",
+    "no frame to track",
+    "no figures",
+    "rectangle figure",
+    "geometry outside the frame",
+    "track-api past the end",
+    "track without figureIds",
+    "track objectIds and figureIds differ",
+    "stop without uuid",
+    "pop without uuid",
+    "clear without uuid",
+    "pop of an unknown uuid",
     "bad frameRange",
 ]
 
@@ -493,9 +659,20 @@ def test_limits_are_checked_against_the_video_before_downloading(
     long_video = platform.add_video(tiny, name="long", fmt="png")
     mask = np.zeros((8, 8), bool)
     mask[2:5, 2:5] = True
-    context = {"videoId": long_video, "frameIndex": 0, "frames": 1001, "trackId": "t",
-               "figures": [{"id": 1, "objectId": 1, "geometryType": "bitmap",
-                            "geometry": bitmap_geometry(mask)["data"]}]}
+    context = {
+        "videoId": long_video,
+        "frameIndex": 0,
+        "frames": 1001,
+        "trackId": "t",
+        "figures": [
+            {
+                "id": 1,
+                "objectId": 1,
+                "geometryType": "bitmap",
+                "geometry": bitmap_geometry(mask)["data"],
+            }
+        ],
+    }
     answer = tool.post("/track_async", context)
     assert answer.status_code == 413, answer.text[:300]
     assert error_of(answer)["field"] == "context.frames"
@@ -533,8 +710,12 @@ def test_is_ready_answers_during_a_request(
         masks = platform.masks(video)
         assert masks is not None
         geometries = [bitmap_geometry(masks[0] > 0)]
-        context: dict[str, Any] = {"videoId": video, "frameIndex": 0, "frames": 12,
-                                   "input_geometries": geometries}
+        context: dict[str, Any] = {
+            "videoId": video,
+            "frameIndex": 0,
+            "frames": 12,
+            "input_geometries": geometries,
+        }
     else:
         context = async_context(platform, video, 0, 12, figure_ids, tool.track_id())
     done = threading.Event()
@@ -562,9 +743,12 @@ def test_stop_takes_effect_within_one_frame(
     figure_ids = tool.figures(video, 0)
     track_id = tool.track_id()
     before = downloads(platform, video)
-    uuid = started(tool.post("/track_async", async_context(platform, video, 0, 20, figure_ids, track_id)))
-    assert platform.wait_for(lambda: len(platform.progress(track_id)) >= 3 or
-                             bool(platform.errors(track_id)), 120), tool.server.log_tail()
+    uuid = started(
+        tool.post("/track_async", async_context(platform, video, 0, 20, figure_ids, track_id))
+    )
+    assert platform.wait_for(
+        lambda: len(platform.progress(track_id)) >= 3 or bool(platform.errors(track_id)), 120
+    ), tool.server.log_tail()
     raise_if_stub_error(platform, track_id)
     stop = tool.post("/stop_tracking", {"inference_request_uuid": uuid})
     assert stop.status_code == 200, stop.text
@@ -585,17 +769,21 @@ def test_the_tools_stop_button_stops_track_within_one_frame(
     platform.press_stop(track_id, after_notifications=2)
     context = track_context(video, 0, 20, figure_ids, track_id)
     assert tool.post("/track", context).status_code == 200
-    assert platform.wait_for(lambda: len(platform.progress(track_id)) >= 4 or
-                             bool(platform.errors(track_id)), 120)
+    assert platform.wait_for(
+        lambda: len(platform.progress(track_id)) >= 4 or bool(platform.errors(track_id)), 120
+    )
     time.sleep(1.0)  # a job that ignored the stop would go on tracking here
     raise_if_stub_error(platform, track_id)
     frames = {f["frame"] for f in platform.uploaded(video) if f["trackId"] == track_id}
     assert len(frames) <= 4, f"{len(frames)} frames uploaded after a stop at the 3rd"
 
 
+@pytest.mark.needs_tracking
 def test_platform_errors_are_retried_then_reported_once(
-    tool: Tool, platform: PlatformStandIn, video: int, platform_policy: PlatformPolicy,
-    model_profile: ModelProfile,
+    tool: Tool,
+    platform: PlatformStandIn,
+    video: int,
+    platform_policy: PlatformPolicy,
 ) -> None:
     """A 500 is retried; a platform that keeps failing ends the job within the policy's
     bound with one clear error (SDK defect 6: a second, empty 'Exception: ')."""
@@ -603,14 +791,17 @@ def test_platform_errors_are_retried_then_reported_once(
     track_id = tool.track_id()
     platform.fail("videos.download-frame", 500, times=1)
     platform.drop("videos.download-frame", times=1)
-    uuid = started(tool.post("/track_async", async_context(platform, video, 0, 3, figure_ids, track_id)))
+    uuid = started(
+        tool.post("/track_async", async_context(platform, video, 0, 3, figure_ids, track_id))
+    )
     last = list(tool.pull(uuid))[-1]
-    if not model_profile.stub:
-        assert last["exception"] is None and last["progress"]["current"] == 3, last
+    assert last["exception"] is None and last["progress"]["current"] == 3, last
     track_id = tool.track_id()
     platform.fail("videos.download-frame", 503, times=10_000)
     began = time.monotonic()
-    uuid = started(tool.post("/track_async", async_context(platform, video, 0, 3, figure_ids, track_id)))
+    uuid = started(
+        tool.post("/track_async", async_context(platform, video, 0, 3, figure_ids, track_id))
+    )
     try:
         last = list(tool.pull(uuid))[-1]
     finally:
@@ -625,13 +816,19 @@ def test_platform_errors_are_retried_then_reported_once(
 
 
 def test_an_unreachable_platform_is_a_502_within_the_bound(
-    tool: Tool, platform: PlatformStandIn, platform_policy: PlatformPolicy, video: int,
+    tool: Tool,
+    platform: PlatformStandIn,
+    platform_policy: PlatformPolicy,
+    video: int,
     closed_port: int,
 ) -> None:
     figure_ids = tool.figures(video, 0)
     context = async_context(platform, video, 0, 2, figure_ids, tool.track_id())
-    body = {"context": context, "server_address": f"http://127.0.0.1:{closed_port}",
-            "api_token": "nobody-listens"}
+    body = {
+        "context": context,
+        "server_address": f"http://127.0.0.1:{closed_port}",
+        "api_token": "nobody-listens",
+    }
     began = time.monotonic()
     answer = tool.server.post("/track_async", json=body, timeout=JOB_TIMEOUT_S)
     elapsed = time.monotonic() - began
@@ -642,7 +839,10 @@ def test_an_unreachable_platform_is_a_502_within_the_bound(
 
 
 def test_a_slow_platform_is_a_502_within_the_bound(
-    tool: Tool, platform: PlatformStandIn, platform_policy: PlatformPolicy, video: int,
+    tool: Tool,
+    platform: PlatformStandIn,
+    platform_policy: PlatformPolicy,
+    video: int,
 ) -> None:
     figure_ids = tool.figures(video, 0)
     context = async_context(platform, video, 0, 2, figure_ids, tool.track_id())
@@ -662,16 +862,15 @@ def test_a_slow_platform_is_a_502_within_the_bound(
 
 
 @pytest.mark.needs_tracking
-def test_four_annotators_at_once(
-    tool: Tool, platform: PlatformStandIn, model_profile: ModelProfile
-) -> None:
+def test_four_annotators_at_once(tool: Tool, platform: PlatformStandIn) -> None:
     """4 concurrent /track_async on 4 videos: all complete, results never cross, one model
     pass at a time (the downloads of one job never interleave another's), and a waiting job
     has downloaded nothing."""
     videos, contexts = [], []
     for seed in range(4):
-        other = synthetic.make_clip(num_frames=8, height=HEIGHT, width=WIDTH, ids=(1, 2),
-                                    seed=40 + seed)
+        other = synthetic.make_clip(
+            num_frames=8, height=HEIGHT, width=WIDTH, ids=(1, 2), seed=40 + seed
+        )
         video_id = platform.add_video(other.frames, other.masks, name=f"annotator-{seed}")
         figure_ids = tool.figures(video_id, 0, object_ids=(100 + seed, 200 + seed))
         videos.append(video_id)
@@ -685,7 +884,10 @@ def test_four_annotators_at_once(
         assert bodies[-1]["progress"]["current"] == 6
         assert {r["entity_id"] for r in results} <= {video_id}
         assert {r["object_id"] for r in results} <= {100 + seed, 200 + seed}
-    order = [c.body["videoId"] for c in platform.calls_to("videos.download-frame")
-             if c.body.get("videoId") in videos]
+    order = [
+        c.body["videoId"]
+        for c in platform.calls_to("videos.download-frame")
+        if c.body.get("videoId") in videos
+    ]
     blocks = [v for i, v in enumerate(order) if i == 0 or order[i - 1] != v]
     assert len(blocks) == len(set(blocks)) == 4, f"downloads interleaved: {blocks}"

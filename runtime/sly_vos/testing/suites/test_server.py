@@ -179,6 +179,21 @@ def test_grayscale_and_rgba_frames_are_accepted(
     assert response.status_code == ok_status, response.text[:500]
 
 
+def test_a_model_not_implemented_yet_answers_501_and_keeps_serving(
+    server: Server, clip: synthetic.Clip, model_profile: ModelProfile
+) -> None:
+    if not model_profile.stub:
+        pytest.skip("the model tracks: this is the stub starter's answer")
+    files, request = clip_request(clip.frames[:3], clip.masks[0], clip.ids)
+    response = post_track(server.base_url, files, request)
+    assert response.status_code == 501, response.text[:500]
+    detail = error_of(response)
+    assert "model.py" in detail["error"] and detail["field"] == "model"
+    assert server.post("/is_ready").status_code == 200
+    bad = post_track(server.base_url, files, "{not json")
+    assert bad.status_code == 400 and error_of(bad)["field"] == "settings"
+
+
 # ---------------------------------------------------------------- bad requests
 
 Request = tuple[list[bytes], Any]
