@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import argparse
 import io
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import _common as C
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from repo_tools import bench as B  # noqa: E402
+from repo_tools import machine  # noqa: E402
+from repo_tools.baking import App, bake  # noqa: E402
+from repo_tools.serving import reference_copy, serve_env, served, xmem_weights  # noqa: E402
 
 NAME = "serving"
 TITLE = "Serving overhead (`/track-api-files` through uvicorn vs in-process `run_tracker`)"
@@ -58,12 +60,11 @@ QUICK = Plan(
 
 
 @dataclass
-class App:
-    """A servable app folder, its package imported in-process and its server environment."""
+class Subject:
+    """An app folder, its server environment and its model loaded in this process."""
 
     label: str
-    root: Path
-    pkg: ModuleType
+    app: App
     env: dict[str, str]
     tracker: Any
 
@@ -76,43 +77,47 @@ def decode_like_server(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def measure_case(app: App, server: Any, helper: ModuleType, case: Case) -> dict[str, Any]:
+def measure_case(subject: Subject, base_url: str, case: Case) -> dict[str, Any]:
     """One frame size and format: client encode, request wall, answer decode, in-process."""
-    synthetic = import_module(f"{app.pkg.__name__}.synthetic")
-    run_tracker = import_module(f"{app.pkg.__name__}.tracking").run_tracker
+    from sly_vos.dev import client, synthetic
+    from sly_vos.tracking import run_tracker
+
     clip = synthetic.make_clip(case.frames, case.height, case.width, ids=IDS, seed=0)
     first = clip.masks[0]
-    encode_s, (files, settings) = C.timed(
-        lambda: helper.clip_request(clip.frames, first, IDS, case.fmt))
+    encode_s, (files, settings) = B.timed(
+        lambda: client.clip_request(clip.frames, first, IDS, case.fmt))
     content_type = CONTENT_TYPES[case.fmt]
 
     def request(count: int) -> Any:
-        body = settings if count == len(files) else helper.track_settings(
+        body = settings if count == len(files) else client.track_settings(
             count, settings["input_geometries"])
-        response = helper.post_track(server.base_url, files[:count], body,
+        response = client.post_track(base_url, files[:count], body,
                                      content_type=content_type, timeout=3600)
         if response.status_code != 200:
-            raise RuntimeError(f"{app.label}: HTTP {response.status_code}: {response.text[:500]}")
+            raise RuntimeError(f"{subject.label}: HTTP {response.status_code}: "
+                               f"{response.text[:500]}")
         return response
 
     request(2)  # warm-up, like the in-process side
     walls, response = [], None
     for _ in range(case.reps):
-        seconds, response = C.timed(lambda: request(len(files)))
+        seconds, response = B.timed(lambda: request(len(files)))
         walls.append(seconds)
-    decode_s, served = C.timed(lambda: helper.answer_to_label_masks(response.json(), first, IDS))
+    decode_s, served_masks = B.timed(
+        lambda: client.answer_to_label_masks(response.json(), first, IDS))
 
     frames = [decode_like_server(data) for data in files]
-    run_tracker(app.tracker, frames[:2], first)
+    run_tracker(subject.tracker, frames[:2], first)
     local_times, local = [], []
     for _ in range(case.reps):
-        seconds, local = C.timed(lambda: run_tracker(app.tracker, frames, first))
+        seconds, local = B.timed(lambda: run_tracker(subject.tracker, frames, first))
         local_times.append(seconds)
-    wall, inproc = C.median(walls), C.median(local_times)
-    differing = sum(int(np.count_nonzero(a != b)) for a, b in zip(served, local, strict=True))
+    wall, inproc = B.median(walls), B.median(local_times)
+    differing = sum(int(np.count_nonzero(a != b))
+                    for a, b in zip(served_masks, local, strict=True))
     total = sum(int(m.size) for m in local)
     row = {
-        "app": app.label, "height": case.height, "width": case.width, "format": case.fmt,
+        "app": subject.label, "height": case.height, "width": case.width, "format": case.fmt,
         "frames": case.frames, "objects": len(IDS), "reps": case.reps,
         "upload_bytes": sum(len(f) for f in files), "answer_bytes": len(response.content),
         "encode_ms": encode_s * 1000, "request_ms": wall * 1000, "requests_ms": walls,
@@ -120,67 +125,45 @@ def measure_case(app: App, server: Any, helper: ModuleType, case: Case) -> dict[
         "overhead_pct": 100 * (wall - inproc) / inproc, "answer_decode_ms": decode_s * 1000,
         "agreement_pct": 100.0 * (1 - differing / total),
     }
-    print(f"  {app.label} {case.height}x{case.width} {case.fmt}: request {row['request_ms']:.0f}"
-          f" ms, in-process {row['inprocess_ms']:.0f} ms, overhead {row['overhead_ms']:.0f} ms",
-          flush=True)
+    print(f"  {subject.label} {case.height}x{case.width} {case.fmt}: request "
+          f"{row['request_ms']:.0f} ms, in-process {row['inprocess_ms']:.0f} ms, overhead "
+          f"{row['overhead_ms']:.0f} ms", flush=True)
     return row
 
 
-def serve(app: App, cases: tuple[Case, ...], helper: ModuleType, logs: Path) -> dict[str, Any]:
+def serve(subject: Subject, cases: tuple[Case, ...], logs: Path) -> dict[str, Any]:
     """Start the app's server, measure every case, stop it (even on failure)."""
-    server = helper.Server(app.root, app.env, logs / f"{app.label}.log")
-    server.start()
-    try:
-        rows = [measure_case(app, server, helper, case) for case in cases]
-    except Exception:
-        print(server.log_tail(), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
-    return {"app": app.label, "startup_s": server.startup_s, "rows": rows}
+    with served(subject.app, subject.env, logs / f"{subject.label}.log") as server:
+        rows = [measure_case(subject, server.base_url, case) for case in cases]
+    return {"app": subject.label, "startup_s": server.startup_s, "rows": rows}
 
 
-def base_env(pkg: ModuleType, tmp: Path) -> dict[str, str]:
-    settings = import_module(f"{pkg.__name__}.settings")
-    env = C.server_env(tmp / f"{pkg.__name__}-data", OMP_NUM_THREADS=str(C.cpu_count()))
-    env[settings.MODEL_DIR_ENV] = str(tmp / f"{pkg.__name__}-models")
-    env[settings.DEVICE_ENV] = "cpu"  # both sides on CPU, so they compare
-    return env
-
-
-def flow_app(tmp: Path) -> App:
+def flow_subject(tmp: Path) -> Subject:
     """The app baked with the default answers (optical-flow starter)."""
-    root = C.bake_app(tmp / "baked")
-    pkg = C.import_baked(root)
-    model = import_module(f"{pkg.__name__}.model")
-    return App("optical-flow", root, pkg, base_env(pkg, tmp), model.Tracker(None, "cpu"))
+    app = bake(tmp / "baked")
+    env = serve_env(app, tmp / "optical-flow", OMP_NUM_THREADS=str(machine.cpu_count()))
+    return Subject("optical-flow", app, env, app.module("model").Tracker(None, "cpu"))
 
 
-def xmem_app(tmp: Path) -> App:
+def xmem_subject(tmp: Path) -> Subject:
     """A copy of ``reference_xmem`` (the server must not write into the repository) with
     recipe weights given through its ``SERVE_XMEM_WEIGHTS`` override."""
-    root = tmp / "serve-xmem"
-    shutil.copytree(C.REFERENCE_DIR, root, ignore=shutil.ignore_patterns(
-        ".venv", "__pycache__", ".ruff_cache", ".pytest_cache", "*.pth", "out"))
-    pkg = C.import_baked(root, "serve_xmem")
-    settings = import_module("serve_xmem.settings")
-    model = import_module("serve_xmem.model")
-    weights = C.xmem_weights()
-    env = base_env(pkg, tmp)
-    env[settings.WEIGHTS_ENV] = str(weights)
-    return App("XMem", root, pkg, env, model.Tracker(weights, "cpu"))
+    app = reference_copy(tmp)
+    weights = xmem_weights()
+    env = serve_env(app, tmp / "xmem", weights=weights,
+                    OMP_NUM_THREADS=str(machine.cpu_count()))
+    return Subject("XMem", app, env, app.module("model").Tracker(weights, "cpu"))
 
 
-def run(plan: Plan) -> dict[str, Any]:
-    threads = C.use_all_cores()
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    plan = QUICK if args.quick else FULL
+    threads = machine.use_all_cores()
     apps = []
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp_name:
         tmp = Path(tmp_name)
-        flow = flow_app(tmp)
-        helper = C.server_helper(flow.root)
-        apps.append(serve(flow, plan.flow, helper, tmp))
+        apps.append(serve(flow_subject(tmp), plan.flow, tmp))
         if plan.xmem:
-            apps.append(serve(xmem_app(tmp), plan.xmem, helper, tmp))
+            apps.append(serve(xmem_subject(tmp), plan.xmem, tmp))
     return {"torch_threads": threads, "apps": apps,
             "rows": [row for app in apps for row in app["rows"]]}
 
@@ -193,15 +176,15 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                "client encode ms", "request wall ms", "in-process ms", "overhead ms",
                "overhead %", "answer decode ms", "mask agreement %"]
     rows = [[r["app"], f"{r['height']}x{r['width']}", r["format"], r["frames"], r["objects"],
-             C.fmt(r["upload_bytes"] / 1e6, 2), r["encode_ms"], r["request_ms"],
+             B.fmt(r["upload_bytes"] / 1e6, 2), r["encode_ms"], r["request_ms"],
              r["inprocess_ms"], r["overhead_ms"], r["overhead_pct"], r["answer_decode_ms"],
-             C.fmt(r["agreement_pct"], 3)]
+             B.fmt(r["agreement_pct"], 3)]
             for r in data["rows"]]
     return headers, rows
 
 
 def print_tables(data: dict[str, Any]) -> None:
-    C.print_table(TITLE, *table_rows(data))
+    B.print_table(TITLE, *table_rows(data))
     for app in data["apps"]:
         print(f"{app['app']} server ready in {app['startup_s']:.1f} s")
 
@@ -210,10 +193,10 @@ def render(data: dict[str, Any]) -> str:
     reps = sorted({(r["app"], r["reps"]) for r in data["rows"]})
     startup = ", ".join(f"{a['app']} {a['startup_s']:.1f} s" for a in data["apps"])
     return "\n\n".join([
-        C.markdown_table(*table_rows(data)),
+        B.markdown_table(*table_rows(data)),
         "How measured: the app baked with the default answers (optical-flow starter) and a "
         "copy of `reference_xmem` (recipe weights through `SERVE_XMEM_WEIGHTS`) are served by "
-        "the real `uvicorn main:model.app` on 127.0.0.1 (`tests/_server.py` of the template, "
+        "the real `uvicorn main:model.app` on 127.0.0.1 (`sly_vos.testing.server.Server`, "
         f"server ready after: {startup}); both sides run on CPU with the same thread count "
         f"({data['torch_threads']}). A synthetic clip with 2 objects is encoded by the client "
         "(*client encode ms*: all frames to PNG or JPEG quality 95 plus the bitmap "
@@ -231,15 +214,5 @@ def render(data: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    C.add_common_args(parser)
-    args = parser.parse_args(argv)
-    data = run(QUICK if args.quick else FULL)
-    print_tables(data)
-    C.write_result(C.out_path(NAME, args.quick, args.out), NAME, args.quick, data)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(B.main(NAME, __doc__, run, print_tables))

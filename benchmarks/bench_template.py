@@ -8,7 +8,6 @@ twice per way and runs only one small test file of the app after the real instal
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -18,13 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import _common as C
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from repo_tools import REPO_ROOT  # noqa: E402
+from repo_tools import bench as B  # noqa: E402
+from repo_tools.baking import TEMPLATE_ANSWERS, bake  # noqa: E402
 
 NAME = "template"
 TITLE = "Template: bake, and bake + venv + install + tests"
 # The README's first install step, with the template's default torch answer.
-TORCH_PIN = "torch==" + json.loads(
-    (C.REPO / "cookiecutter.json").read_text("utf-8"))["torch_version"]
+TORCH_PIN = "torch==" + TEMPLATE_ANSWERS["torch_version"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Plan:
 
 
 FULL = Plan(5, ("-q",))
-QUICK = Plan(2, ("-q", "tests/test_manifest.py"))
+QUICK = Plan(2, ("-q", "-k", "test_manifest"))  # the manifest suite of the runtime
 
 
 def clean_env() -> dict[str, str]:
@@ -58,7 +59,7 @@ def bake_api_times(reps: int, tmp: Path) -> list[float]:
     """In-process ``cookiecutter()`` calls, each into a fresh folder (hooks included)."""
     times = []
     for index in range(reps):
-        seconds, _ = C.timed(lambda i=index: C.bake_app(tmp / f"api-{i}"))
+        seconds, _ = B.timed(lambda i=index: bake(tmp / f"api-{i}"))
         times.append(seconds)
     return times
 
@@ -68,7 +69,7 @@ def bake_cli_times(reps: int, tmp: Path) -> list[float]:
     cli = Path(sys.executable).parent / "cookiecutter"
     times = []
     for index in range(reps):
-        command = [str(cli), str(C.REPO), "--no-input", "-o", str(tmp / f"cli-{index}")]
+        command = [str(cli), str(REPO_ROOT), "--no-input", "-o", str(tmp / f"cli-{index}")]
         seconds, output, code = run_step(command, tmp, 300)
         if code != 0:
             raise RuntimeError(f"cookiecutter CLI failed ({code}):\n{output}")
@@ -86,7 +87,8 @@ def bake_install_test(plan: Plan, tmp: Path) -> dict[str, Any]:
     """Bake, create a venv, install the pinned torch then the dev requirements, run the
     app's tests: each step timed, the first failing step stops the chain."""
     steps: dict[str, float] = {}
-    steps["bake"], app = C.timed(lambda: C.bake_app(tmp / "full"))
+    steps["bake"], baked = B.timed(lambda: bake(tmp / "full"))
+    app = baked.root
     venv = tmp / "venv"
     python = str(venv / "bin" / "python")
     chain = [
@@ -125,12 +127,13 @@ def pip_sources() -> list[str]:
     return sources
 
 
-def run(plan: Plan) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    plan = QUICK if args.quick else FULL
     with tempfile.TemporaryDirectory(prefix="bench-template-") as tmp_name:
         tmp = Path(tmp_name)
         api = bake_api_times(plan.bake_reps, tmp)
         cli = bake_cli_times(plan.bake_reps, tmp)
-        print(f"  bake: API median {C.median(api):.2f} s, CLI median {C.median(cli):.2f} s",
+        print(f"  bake: API median {B.median(api):.2f} s, CLI median {B.median(cli):.2f} s",
               flush=True)
         full = bake_install_test(plan, tmp)
     return {"bake_api_s": api, "bake_cli_s": cli, "install": full, "pip_sources": pip_sources(),
@@ -144,9 +147,9 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     headers = ["what", "seconds", "notes"]
     api, cli = data["bake_api_s"], data["bake_cli_s"]
     rows: list[list[Any]] = [
-        ["bake, cookiecutter API", C.fmt(C.median(api), 2),
+        ["bake, cookiecutter API", B.fmt(B.median(api), 2),
          f"median of {len(api)} (min {min(api):.2f}, max {max(api):.2f})"],
-        ["bake, cookiecutter CLI", C.fmt(C.median(cli), 2),
+        ["bake, cookiecutter CLI", B.fmt(B.median(cli), 2),
          f"median of {len(cli)} (min {min(cli):.2f}, max {max(cli):.2f}), incl. start-up"],
     ]
     install = data["install"]
@@ -154,7 +157,7 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         note = ""
         if label == "pytest":
             note = f"`pytest {' '.join(install['pytest_args'])}`: {install['pytest_summary']}"
-        rows.append([f"&nbsp;&nbsp;{label}", C.fmt(seconds, 1), note])
+        rows.append([f"&nbsp;&nbsp;{label}", B.fmt(seconds, 1), note])
     verdict = "tests passed" if install["tests_passed"] else "TESTS DID NOT PASS"
     rows.append(["**bake + venv + install + tests**", f"**{install['total_s']:.1f}**", verdict])
     return headers, rows
@@ -164,13 +167,13 @@ def print_tables(data: dict[str, Any]) -> None:
     headers, rows = table_rows(data)
     plain = [[str(c).replace("&nbsp;", " ").replace("**", "").replace("`", "") for c in row]
              for row in rows]
-    C.print_table(TITLE, headers, plain)
+    B.print_table(TITLE, headers, plain)
 
 
 def render(data: dict[str, Any]) -> str:
     sources = "; ".join(f"`{s}`" for s in data["pip_sources"]) or "pip's defaults"
     return "\n\n".join([
-        C.markdown_table(*table_rows(data)),
+        B.markdown_table(*table_rows(data)),
         "How measured: the template is baked with the default answers, in-process with "
         "`cookiecutter.main.cookiecutter(no_input=True)` and as the `cookiecutter . "
         "--no-input` command, each into a fresh folder (hooks included). The chain below is "
@@ -183,15 +186,5 @@ def render(data: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    C.add_common_args(parser)
-    args = parser.parse_args(argv)
-    data = run(QUICK if args.quick else FULL)
-    print_tables(data)
-    C.write_result(C.out_path(NAME, args.quick, args.out), NAME, args.quick, data)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(B.main(NAME, __doc__, run, print_tables))

@@ -2,8 +2,8 @@
 mask)`` for the optical-flow starter and for XMem, and XMem's default path against its plain
 one-frame-at-a-time loop.
 
-Usage: ``python benchmarks/bench_tracker.py [--quick] [--out FILE]``. ``run_all.py`` runs it
-in its own process. Prints a table and writes ``results/tracker.json``.
+Usage: ``python benchmarks/bench_tracker.py [--quick] [--out FILE] [--budget-s S]``.
+``run_all.py`` runs it in its own process. Prints a table and writes ``results/tracker.json``.
 """
 
 from __future__ import annotations
@@ -13,19 +13,23 @@ import inspect
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import _common as C
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from repo_tools import bench as B  # noqa: E402
+from repo_tools import machine, reference_on_path  # noqa: E402
+from repo_tools.baking import App, bake  # noqa: E402
+from repo_tools.serving import xmem_weights  # noqa: E402
 
 NAME = "tracker"
 TITLE = "Tracker throughput (`predict` path: `tracking.run_tracker`)"
 IDS = (3, 7, 11)  # sparse caller ids, so the id compaction of run_tracker is exercised
-XMEM_SHORT_SIDE = 480  # segment_video(size=...): XMem's evaluation resolution, the app's too
+XMEM_SHORT_SIDE = 480  # propagate(size=...): XMem's evaluation resolution, the app's too
 
 
 @dataclass(frozen=True)
@@ -46,39 +50,41 @@ QUICK = Plan(((64, 114), (96, 171)), 4, (1, 3), 2, 1, (96, 171), (1, 3))
 
 
 class XMemSegmenter:
-    """The ``Tracker.track`` contract over ``xmem.segment_video``, with the speed switches
-    exposed so the default and the plain loop run through the very same ``run_tracker``."""
+    """The streaming ``Tracker.track`` contract over ``xmem.propagate`` (what the reference
+    app's model does), with the speed switches exposed so the default and the plain loop
+    run through the very same ``run_tracker``."""
 
     def __init__(self, network: Any, switches: dict[str, bool]) -> None:
         self.network = network
         self.switches = dict(switches)
 
-    def track(self, frames: list[np.ndarray], label_mask: np.ndarray) -> list[np.ndarray]:
-        from xmem import segment_video
+    def track(self, frames: Iterable[np.ndarray], label_mask: np.ndarray
+              ) -> Iterator[np.ndarray]:
+        from xmem import propagate
 
-        return segment_video(
-            self.network, frames, label_mask, size=XMEM_SHORT_SIDE, **self.switches
-        )
+        return propagate(self.network, frames, label_mask, size=XMEM_SHORT_SIDE,
+                         **self.switches)
 
 
 def plain_switches() -> dict[str, bool]:
-    """Keyword arguments of ``segment_video`` that select the plain upstream loop.
+    """Keyword arguments of ``propagate`` that select the plain upstream loop.
 
     ``batch_keys=False`` encodes keys one frame at a time, ``fast_ops=False`` uses the dense
     memory read, per-object fusion convs and oneDNN's direct convolutions; only the
-    switches this version of ``segment_video`` has are passed.
+    switches this version of ``propagate`` has are passed.
     """
-    from xmem import segment_video
+    from xmem import propagate
 
-    params = inspect.signature(segment_video).parameters
+    params = inspect.signature(propagate).parameters
     switches = {name: False for name in ("batch_keys", "fast_ops") if name in params}
     if "batch_keys" not in switches:
-        raise RuntimeError("xmem.segment_video has no batch_keys switch; cannot compare")
+        raise RuntimeError("xmem.propagate has no batch_keys switch; cannot compare")
     return switches
 
 
-def make_clip(pkg: ModuleType, height: int, width: int, frames: int, objects: int) -> Any:
-    synthetic = import_module(f"{pkg.__name__}.synthetic")
+def make_clip(height: int, width: int, frames: int, objects: int) -> Any:
+    from sly_vos.dev import synthetic
+
     return synthetic.make_clip(
         num_frames=frames, height=height, width=width, ids=IDS[:objects], seed=0
     )
@@ -89,14 +95,14 @@ def measure(run_tracker: Any, tracker: Any, clip: Any, reps: int) -> tuple[dict,
     2-frame warm-up (one-off allocations and kernel selection are not per-frame costs)."""
     frames, mask = clip.frames, clip.masks[0]
     run_tracker(tracker, frames[:2], mask)
-    first = C.median([C.timed(lambda: run_tracker(tracker, frames[:1], mask))[0]
+    first = B.median([B.timed(lambda: run_tracker(tracker, frames[:1], mask))[0]
                       for _ in range(reps)])
     totals: list[float] = []
     outputs: list[np.ndarray] = []
     for _ in range(reps):
-        seconds, outputs = C.timed(lambda: run_tracker(tracker, frames, mask))
+        seconds, outputs = B.timed(lambda: run_tracker(tracker, frames, mask))
         totals.append(seconds)
-    total = C.median(totals)
+    total = B.median(totals)
     per_frame = (total - first) / max(1, len(frames) - 1)
     row = {
         "first_frame_ms": first * 1000,
@@ -108,8 +114,9 @@ def measure(run_tracker: Any, tracker: Any, clip: Any, reps: int) -> tuple[dict,
     return row, outputs
 
 
-def mean_j(pkg: ModuleType, outputs: list, clip: Any) -> float:
-    synthetic = import_module(f"{pkg.__name__}.synthetic")
+def mean_j(outputs: list, clip: Any) -> float:
+    from sly_vos.dev import synthetic
+
     return float(synthetic.mean_j(outputs, clip.masks, clip.ids))
 
 
@@ -130,17 +137,18 @@ def devices() -> list[str]:
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
-def bench_flow(pkg: ModuleType, clips: dict, plan: Plan) -> list[dict]:
+def bench_flow(app: App, clips: dict, plan: Plan) -> list[dict]:
     """Optical-flow starter: OpenCV on CPU whatever the device (it accepts and ignores it)."""
-    model = import_module(f"{pkg.__name__}.model")
-    run_tracker = import_module(f"{pkg.__name__}.tracking").run_tracker
+    from sly_vos.tracking import run_tracker
+
+    model = app.module("model")
     rows = []
     for (height, width, objects), clip in clips.items():
         tracker = model.Tracker(None, "cpu")
         row, outputs = measure(run_tracker, tracker, clip, plan.flow_reps)
         row.update(model="optical-flow", device="cpu", height=height, width=width,
                    objects=objects, frames=len(clip.frames), reps=plan.flow_reps,
-                   j=mean_j(pkg, outputs, clip))
+                   j=mean_j(outputs, clip))
         progress(row)
         rows.append(row)
     return rows
@@ -201,27 +209,27 @@ def run_compare(run_tracker: Any, network: Any, cases: list[dict], plan: Plan,
     return done, skipped
 
 
-def bench_xmem(pkg: ModuleType, clips: dict, plan: Plan, budget: Budget
+def bench_xmem(clips: dict, plan: Plan, budget: Budget
                ) -> tuple[list[dict], list[dict], list[str]]:
     """XMem (recipe weights) on every device; then, per device, default vs plain at
     ``compare_size`` (after all configurations, so only the optional part can be cut)."""
-    C.xmem_on_path()
+    reference_on_path()
+    from sly_vos.tracking import run_tracker
     from xmem import load_network
 
-    run_tracker = import_module(f"{pkg.__name__}.tracking").run_tracker
-    weights = C.xmem_weights()
+    weights = xmem_weights()
     rows: list[dict] = []
     compare: list[dict] = []
     skipped: list[str] = []
     for device in devices():
         network = load_network(weights, device=device)
-        fast = XMemSegmenter(network, {})  # segment_video's defaults: what the app runs
+        fast = XMemSegmenter(network, {})  # propagate's defaults: what the app runs
         cases: list[dict] = []
         for (height, width, objects), clip in clips.items():
             row, outputs = measure(run_tracker, fast, clip, plan.xmem_reps)
             row.update(model="XMem", device=device, height=height, width=width,
                        objects=objects, frames=len(clip.frames), reps=plan.xmem_reps,
-                       j=mean_j(pkg, outputs, clip))
+                       j=mean_j(outputs, clip))
             progress(row)
             rows.append(row)
             if (height, width) == plan.compare_size and objects in plan.compare_objects:
@@ -240,29 +248,30 @@ def progress(row: dict) -> None:
           f"(first {row['first_frame_ms']:.1f} ms)", flush=True)
 
 
-def build_clips(pkg: ModuleType, plan: Plan) -> dict[tuple[int, int, int], Any]:
+def build_clips(plan: Plan) -> dict[tuple[int, int, int], Any]:
     return {
-        (h, w, k): make_clip(pkg, h, w, plan.frames, k)
+        (h, w, k): make_clip(h, w, plan.frames, k)
         for (h, w) in plan.sizes
         for k in plan.objects
     }
 
 
-def run(plan: Plan, budget: Budget) -> dict[str, Any]:
-    threads = C.use_all_cores()
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    plan, budget = QUICK if args.quick else FULL, Budget(args.budget_s)
+    threads = machine.use_all_cores()
     import cv2
 
     with tempfile.TemporaryDirectory(prefix="bench-tracker-") as tmp:
-        app = C.bake_app(Path(tmp))
-        pkg = C.import_baked(app)
-        clips = build_clips(pkg, plan)
-        flow_rows = bench_flow(pkg, clips, plan)
-        xmem_rows, compare, skipped = bench_xmem(pkg, clips, plan, budget)
+        app = bake(Path(tmp))  # the default answers: optical-flow starter
+        app.on_path()  # its package and its copy of the runtime
+        clips = build_clips(plan)
+        flow_rows = bench_flow(app, clips, plan)
+        xmem_rows, compare, skipped = bench_xmem(clips, plan, budget)
     return {
         "plan": plan.__dict__,
         "torch_threads": threads,
         "opencv_threads": int(cv2.getNumThreads()),
-        "cuda": C.cuda_device_name(),
+        "cuda": machine.cuda_device_name(),
         "xmem_short_side": XMEM_SHORT_SIDE,
         "rows": flow_rows + xmem_rows,
         "compare": compare,
@@ -281,8 +290,8 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     for r in data["rows"]:
         j = r["j"] if r["model"] != "XMem" else None  # recipe weights: J means nothing
         rows.append([r["model"], r["device"], f"{r['height']}x{r['width']}", r["objects"],
-                     r["frames"], r["first_frame_ms"], r["ms_per_frame"], C.fmt(r["fps"], 2),
-                     C.fmt(r["total_s"], 2), C.fmt(j, 3)])
+                     r["frames"], r["first_frame_ms"], r["ms_per_frame"], B.fmt(r["fps"], 2),
+                     B.fmt(r["total_s"], 2), B.fmt(j, 3)])
     return headers, rows
 
 
@@ -290,15 +299,15 @@ def compare_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     headers = ["device", "frame (HxW)", "objects", "frames", "plain s", "default s",
                "speed-up", "masks identical", "pixel agreement %", "differing px"]
     rows = [[c["device"], f"{c['height']}x{c['width']}", c["objects"], c["frames"],
-             C.fmt(c["plain_s"], 2), C.fmt(c["batched_s"], 2), f"{c['speedup']:.2f}x",
-             c["identical"], C.fmt(c["agreement_pct"], 4), c["differing_pixels"]]
+             B.fmt(c["plain_s"], 2), B.fmt(c["batched_s"], 2), f"{c['speedup']:.2f}x",
+             c["identical"], B.fmt(c["agreement_pct"], 4), c["differing_pixels"]]
             for c in data["compare"]]
     return headers, rows
 
 
 def print_tables(data: dict[str, Any]) -> None:
-    C.print_table(TITLE, *table_rows(data))
-    C.print_table("XMem: default path vs plain one-frame-at-a-time loop", *compare_rows(data))
+    B.print_table(TITLE, *table_rows(data))
+    B.print_table("XMem: default path vs plain one-frame-at-a-time loop", *compare_rows(data))
     for line in data["compare_skipped"]:
         print(f"comparison skipped: {line}")
 
@@ -309,9 +318,9 @@ def render(data: dict[str, Any]) -> str:
     switches = ", ".join(f"`{k}=False`" for k in
                          (data["compare"][0]["plain_switches"] if data["compare"] else {}))
     return "\n\n".join([
-        C.markdown_table(*table_rows(data)),
+        B.markdown_table(*table_rows(data)),
         "**XMem: default path vs plain one-frame-at-a-time loop**",
-        C.markdown_table(*compare_rows(data)),
+        B.markdown_table(*compare_rows(data)),
         *[f"Comparison skipped: {line}." for line in data.get("compare_skipped", [])],
         "How measured: synthetic 16:9 clips (`synthetic.make_clip`, seed 0, object ids "
         f"{', '.join(map(str, IDS[:max(plan['objects'])]))}), {plan['frames']} frames, "
@@ -325,10 +334,10 @@ def render(data: dict[str, Any]) -> str:
         f"(all cores), OpenCV threads = {data['opencv_threads']}; CUDA: "
         f"{data['cuda'] or 'not available, CPU only'}. XMem is the reference app's "
         "re-implementation (`xmem.load_network` + "
-        f"`segment_video(size={data['xmem_short_side']})`, "
+        f"`propagate(size={data['xmem_short_side']})`, the streaming `segment_video`, "
         "fp32 on CPU) with deterministic recipe weights (same shapes and cost as XMem.pth; "
         "their masks are meaningless, so J is shown for the optical-flow starter only, "
-        "as a check that it tracked). The default path is `segment_video`'s default: on CPU "
+        "as a check that it tracked). The default path is `propagate`'s default: on CPU "
         "stride-1 3x3 convolutions through NNPACK's Winograd kernels, batch norms folded into "
         "the ResNet convs, sparse top-k memory read, image half of the fusion convs computed "
         "once, argmax as element-wise passes (query keys are batched 8 frames per pass on "
@@ -342,17 +351,9 @@ def render(data: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    C.add_common_args(parser)
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="seconds this benchmark may take (optional comparisons are cut)")
-    args = parser.parse_args(argv)
-    data = run(QUICK if args.quick else FULL, Budget(args.budget_s))
-    print_tables(data)
-    C.write_result(C.out_path(NAME, args.quick, args.out), NAME, args.quick, data)
-    return 0
+def add_args(parser: argparse.ArgumentParser) -> None:
+    B.add_budget_arg(parser, "optional comparisons are cut")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(B.main(NAME, __doc__, run, print_tables, add_args=add_args))

@@ -24,14 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import _common as C
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from repo_tools import bench as B  # noqa: E402
+from repo_tools import machine, reference_on_path, runtime_on_path  # noqa: E402
+from repo_tools.serving import xmem_weights  # noqa: E402
 
 NAME = "xmem_memory"
 TITLE = "XMem memory on a long video"
 OBJECT_ID = 1
 SAFETY = 1.15  # projected time margin: later frames read a larger (bounded) memory
-# The template's synthetic.py imports nothing from its package, so it loads by path.
-SYNTHETIC = C.TEMPLATE_APP_DIR / "src" / "{{cookiecutter.__package_name}}" / "synthetic.py"
 
 
 @dataclass(frozen=True)
@@ -73,36 +74,37 @@ def peak_rss(reset_worked: bool) -> int:
         for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
-    return C.peak_rss_bytes()
+    return machine.peak_rss_bytes()
 
 
 def run_child(length: int, plan: Plan) -> dict[str, Any]:
     """Load XMem, warm up, then track ``length`` frames once and account for the memory."""
-    threads = C.use_all_cores()
-    C.xmem_on_path()
+    threads = machine.use_all_cores()
+    reference_on_path()
+    runtime_on_path()
+    from sly_vos.dev import synthetic
     from xmem import load_network, segment_video
 
-    synthetic = C.import_by_path("_bench_synthetic", SYNTHETIC)
-    network = load_network(C.xmem_weights(), device="cpu")
+    network = load_network(xmem_weights(), device="cpu")
     warm = synthetic.make_clip(2, plan.height, plan.width, ids=(OBJECT_ID,), seed=1)
     segment_video(network, warm.frames, warm.masks[0])
     del warm
     gc.collect()
     malloc_trim()
-    baseline = C.current_rss_bytes()
+    baseline = machine.current_rss_bytes()
 
-    gen_s, clip = C.timed(lambda: synthetic.make_clip(
+    gen_s, clip = B.timed(lambda: synthetic.make_clip(
         length, plan.height, plan.width, ids=(OBJECT_ID,), seed=0))
     frames, first_mask = clip.frames, clip.masks[0]
     del clip  # ground truth is not an input of the tracker: keep it out of the numbers
     gc.collect()
     malloc_trim()
     input_bytes = sum(int(f.nbytes) for f in frames) + int(first_mask.nbytes)
-    before_run = C.current_rss_bytes()
+    before_run = machine.current_rss_bytes()
 
     stats: dict[str, Any] = {}
     reset = reset_peak_rss()
-    run_s, outputs = C.timed(lambda: segment_video(network, frames, first_mask, stats=stats))
+    run_s, outputs = B.timed(lambda: segment_video(network, frames, first_mask, stats=stats))
     peak = peak_rss(reset)
     output_bytes = sum(int(m.nbytes) for m in outputs)
     trace = stats.get("trace", [])
@@ -145,7 +147,7 @@ def spawn(length: int, quick: bool) -> tuple[dict[str, Any], float]:
     record["process_s"] = wall
     row = record
     print(f"  {length:>5} frames: {row['ms_per_frame']:.0f} ms/frame, peak "
-          f"{C.mib(row['peak_rss']):.0f} MiB, model part {C.mib(row['model_bytes']):.0f} MiB, "
+          f"{B.mib(row['peak_rss']):.0f} MiB, model part {B.mib(row['model_bytes']):.0f} MiB, "
           f"long-term {row['long_term_elements']}", flush=True)
     return record, wall
 
@@ -180,7 +182,7 @@ def choose(plan: Plan, first: dict, budget_s: float | None, forced: bool) -> tup
 
 def run(plan: Plan, quick: bool, budget_s: float | None, forced: bool) -> dict[str, Any]:
     began = time.perf_counter()
-    C.xmem_weights()  # written once, outside the measured children
+    xmem_weights()  # written once, outside the measured children
     first, _ = spawn(plan.lengths[0], quick)
     left = None if budget_s is None else budget_s - (time.perf_counter() - began)
     rest, reason = choose(plan, first, left, forced)
@@ -202,8 +204,8 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     headers = ["frames", "ms/frame", "baseline MiB", "peak MiB", "input frames MiB",
                "output masks MiB", "model part MiB", "working mem elements",
                "long-term elements", "consolidations"]
-    rows = [[r["frames"], r["ms_per_frame"], C.mib(r["baseline_rss"]), C.mib(r["peak_rss"]),
-             C.mib(r["input_bytes"]), C.mib(r["output_bytes"]), C.mib(r["model_bytes"]),
+    rows = [[r["frames"], r["ms_per_frame"], B.mib(r["baseline_rss"]), B.mib(r["peak_rss"]),
+             B.mib(r["input_bytes"]), B.mib(r["output_bytes"]), B.mib(r["model_bytes"]),
              r["work_elements"], r["long_term_elements"], r["consolidations"]]
             for r in data["rows"]]
     return headers, rows
@@ -223,7 +225,7 @@ def growth_line(data: dict[str, Any]) -> str:
 
 
 def print_tables(data: dict[str, Any]) -> None:
-    C.print_table(TITLE, *table_rows(data))
+    B.print_table(TITLE, *table_rows(data))
     print(f"lengths: {data['lengths_reason']}")
     print(growth_line(data))
 
@@ -234,7 +236,7 @@ def render(data: dict[str, Any]) -> str:
                  if all(r["peak_is_run_only"] for r in data["rows"])
                  else "lifetime peak (`ru_maxrss`)")
     return "\n\n".join([
-        C.markdown_table(*table_rows(data)),
+        B.markdown_table(*table_rows(data)),
         growth_line(data),
         f"**Lengths:** {data['lengths_reason']}.",
         f"How measured: one fresh process per length (CPU, torch threads = "
@@ -255,17 +257,18 @@ def render(data: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    C.add_common_args(parser)
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="seconds this benchmark may take (picks the lengths)")
+def add_args(parser: argparse.ArgumentParser) -> None:
+    B.add_budget_arg(parser, "picks the lengths")
     parser.add_argument("--lengths", default=None, help="comma-separated, e.g. 100,500,1000")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = B.parser_for(__doc__, add_args)
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    if args.child is not None:
+    if args.child is not None:  # one length, in a fresh process: no result file of its own
         record = run_child(args.child, plan)
         args.child_out.write_text(json.dumps(record), encoding="utf-8")
         return 0
@@ -275,9 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         if not lengths or min(lengths) < 2:
             parser.error("--lengths: give comma-separated frame counts >= 2")
         plan = Plan(plan.height, plan.width, lengths, lengths[1:])
-    data = run(plan, args.quick, args.budget_s, forced)
-    print_tables(data)
-    C.write_result(C.out_path(NAME, args.quick, args.out), NAME, args.quick, data)
+    B.record(NAME, args, run(plan, args.quick, args.budget_s, forced), print_tables)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Run every benchmark, each in its own process, and write ``benchmarks/RESULTS.md``.
 
 A fresh process per benchmark keeps their memory (RSS) and thread pools apart. Each writes
-its raw numbers to ``benchmarks/results/<name>.json``; this script renders all four tables
+its raw numbers to ``benchmarks/results/<name>.json``; this script renders every table
 from those files, so ``--only NAME`` refreshes one table and keeps the others.
 
 Usage (``make bench`` runs the first)::
@@ -20,24 +20,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import _common as C
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from repo_tools import BENCH_DIR, REPO_ROOT, machine, repo_relative  # noqa: E402
+from repo_tools import bench as B  # noqa: E402
 
 # Order of the sections in RESULTS.md.
 SECTIONS = {
     "tracker": ("bench_tracker", "1. Tracker throughput"),
     "xmem_memory": ("bench_xmem_memory", "2. XMem memory on a long video"),
     "serving": ("bench_serving", "3. Serving overhead"),
-    "template": ("bench_template", "4. Template: bake and install"),
+    "protocol": ("bench_protocol", "4. Labeling-tool protocol: memory of a long request"),
+    "template": ("bench_template", "5. Template: bake and install"),
 }
 # Order of the runs: the memory benchmark adapts its lengths to the budget left, so it is last.
-RUN_ORDER = ("tracker", "serving", "template", "xmem_memory")
+RUN_ORDER = ("tracker", "serving", "protocol", "template", "xmem_memory")
 # Budget of the benchmarks that adapt: a share of the whole budget for the tracker (only its
 # optional 3-object comparison can be cut), whatever is left for the memory benchmark.
 BUDGET_SHARE = {"tracker": 0.4}
@@ -57,9 +59,9 @@ def budget_for(name: str, total_s: float, left_s: float) -> float | None:
 def run_one(name: str, quick: bool, budget_s: float | None) -> dict[str, Any]:
     """Run one benchmark script in a fresh interpreter; its output goes to the console."""
     module, title = SECTIONS[name]
-    out = C.results_dir(quick) / f"{name}.json"
+    out = B.results_dir(quick) / f"{name}.json"
     out.unlink(missing_ok=True)  # a failed run must not leave an older table looking current
-    command = [sys.executable, str(C.BENCH_DIR / f"{module}.py"), "--out", str(out)]
+    command = [sys.executable, str(BENCH_DIR / f"{module}.py"), "--out", str(out)]
     if quick:
         command.append("--quick")
     if budget_s is not None:
@@ -67,49 +69,42 @@ def run_one(name: str, quick: bool, budget_s: float | None) -> dict[str, Any]:
     print(f"\n=== {title} ({' '.join(Path(c).name if '/' in c else c for c in command)})",
           flush=True)
     began = time.perf_counter()
-    code = subprocess.run(command, cwd=C.REPO, check=False).returncode
+    code = subprocess.run(command, cwd=REPO_ROOT, check=False).returncode
     wall = time.perf_counter() - began
     print(f"=== {name}: exit code {code}, {wall / 60:.1f} min", flush=True)
     return {"exit_code": code, "wall_s": wall}
 
 
-def load(name: str, quick: bool) -> dict[str, Any] | None:
-    path = C.results_dir(quick) / f"{name}.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def header(args: argparse.Namespace, status: dict, load_before: list, began: float) -> str:
     """Machine, versions, date and command of this run, and how long each part took."""
-    machine, versions = C.machine_info(), C.versions()
+    info, versions = machine.machine_info(), machine.versions()
     command = "make bench  # = .venv/bin/python benchmarks/run_all.py" if not args.argv else (
         ".venv/bin/python benchmarks/run_all.py " + " ".join(args.argv))
     lines = [
         "# Benchmarks" + (" (quick smoke run: tiny sizes, numbers mean nothing)"
                           if args.quick else ""),
         "",
-        f"- **Date:** {C.now_iso()}",
+        f"- **Date:** {machine.now_iso()}",
         f"- **Command:** `{command}`",
-        f"- **Machine:** {machine['cpu_model']}, {machine['cores']} cores, "
-        f"{machine['ram_gib']} GiB RAM, {machine['platform']}",
+        f"- **Machine:** {info['cpu_model']}, {info['cores']} cores, "
+        f"{info['ram_gib']} GiB RAM, {info['platform']}",
         "- **Versions:** " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"- **Load average** (1/5/15 min) before: {'/'.join(map(str, load_before))}, after: "
-        f"{'/'.join(map(str, machine['load_average']))} (above ~0.5 means other work shared "
+        f"{'/'.join(map(str, info['load_average']))} (above ~0.5 means other work shared "
         "the cores and the timings are pessimistic)",
         f"- **Wall time of this run:** {(time.perf_counter() - began) / 60:.1f} min",
     ]
     if status:
-        lines += ["", C.markdown_table(
+        lines += ["", B.markdown_table(
             ["benchmark", "exit code", "minutes"],
-            [[name, s["exit_code"], C.fmt(s["wall_s"] / 60, 1)] for name, s in status.items()])]
+            [[name, s["exit_code"], B.fmt(s["wall_s"] / 60, 1)] for name, s in status.items()])]
     return "\n".join(lines)
 
 
 def section(name: str, quick: bool, status: dict) -> str:
     """One benchmark's table and notes, rendered by its own module from its JSON."""
     module_name, title = SECTIONS[name]
-    data = load(name, quick)
+    data = B.load_result(name, quick)
     lines = [f"## {title}"]
     if name in status and status[name]["exit_code"] != 0:
         lines.append(f"**FAILED** (exit code {status[name]['exit_code']}); see the console "
@@ -142,7 +137,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     began = time.perf_counter()
-    load_before = C.machine_info()["load_average"]
+    load_before = machine.load_average()
     chosen = [name for name in RUN_ORDER if not args.only or name in args.only]
     status: dict[str, dict[str, Any]] = {}
     total = args.budget_min * 60
@@ -151,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         status[name] = run_one(name, args.quick, budget_for(name, total, left))
     parts = [header(args, status, load_before, began)]
     parts += [section(name, args.quick, status) for name in SECTIONS]
-    target = C.markdown_path(args.quick)
+    target = B.markdown_path(args.quick)
     target.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
-    print(f"\nwrote {target.relative_to(C.REPO)}")
+    print(f"\nwrote {repo_relative(target)}")
     failed = [name for name, s in status.items() if s["exit_code"] != 0]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

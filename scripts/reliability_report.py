@@ -1,10 +1,21 @@
 """Reliability report: run the reliability suites and write ``docs/RELIABILITY.md``.
 
-Bakes the default app and runs its load / size / hostile-input tests against a real uvicorn
-server on 127.0.0.1 and its weight-download fault tests against a misbehaving HTTP server,
-then the template's hypothesis test on free-text answers. Collects the numbers (requests
-sent and failed, latency, memory, faults injected and survived, hostile inputs tried) into
-one table. ``--long`` adds the long variants (``-m long``).
+Bakes the default app (optical-flow starter) and runs, each as its own pytest run with a
+JUnit XML report:
+
+1. the app's reliability suite (``-m reliability``: load, request size, hostile input
+   against a real uvicorn server on 127.0.0.1), which the runtime's pytest plugin collects
+   from the app's ``src/sly_vos/testing/suites/test_reliability.py``; its numbers come
+   from the JSON file the suite writes where ``RELIABILITY_RESULTS`` points;
+2. the app's labeling-tool protocol suite (``-m protocol``: ``/track``, ``/track_async``,
+   ``/track-api`` against the platform stand-in, platform faults included);
+3. the runtime's weight-download fault tests (``runtime/tests/test_weights.py``: dropped
+   connections, bad ranges, slow drips, 5xx, TLS, locks, disk errors);
+4. the template's hypothesis test on free-text answers (``tests/test_answers_fuzz.py``).
+
+and collects the numbers into one table. ``--long`` adds the long variants (``-m long``).
+Raw numbers go to ``reliability.json`` beside the report (``--report``, default
+``docs/RELIABILITY.md``).
 """
 
 from __future__ import annotations
@@ -12,60 +23,80 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from repo_tools import REPO_ROOT, RUNTIME_DIR, repo_relative  # noqa: E402
+from repo_tools.baking import bake  # noqa: E402
+from repo_tools.machine import machine_line, now_iso  # noqa: E402
+
 REPORT = REPO_ROOT / "docs" / "RELIABILITY.md"
+RAW_NAME = "reliability.json"  # beside the report
 ANSWER_EXAMPLES = 40  # max_examples of tests/test_answers_fuzz.py
+NO_TESTS = 5  # pytest's exit code when nothing was selected
 
 
-def bake(out: Path) -> Path:
-    cli = Path(sys.executable).parent / "cookiecutter"
-    subprocess.run(
-        [str(cli), str(REPO_ROOT), "--no-input", "-o", str(out)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    (app,) = out.iterdir()
-    return app
-
-
-def pytest_run(cwd: Path, args: list[str], junit: Path, env: dict[str, str] | None = None) -> dict:
-    """Run pytest, return counts per outcome from its JUnit XML."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
-    result = subprocess.run([*cmd, *args], cwd=cwd, env=env, check=False)
-    suite = ET.parse(junit).getroot()
-    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-    counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
+def pytest_run(cwd: Path, args: list[str], junit: Path, env: dict[str, str] | None = None
+               ) -> dict[str, Any]:
+    """Run pytest with this interpreter; counts per outcome, time, the passed cases and the
+    failures (first line of each message) from its JUnit XML."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               f"--junitxml={junit}", *args]
+    print(f"\n$ (cd {cwd}) {' '.join(command[1:])}", flush=True)
+    code = subprocess.run(command, cwd=cwd, env=env, check=False).returncode
+    counts: dict[str, Any] = {"exit_code": code, "args": args}
+    if not junit.is_file():  # pytest did not get as far as a report (usage error, crash)
+        return {**counts, "tests": 0, "failures": 0, "errors": 1, "skipped": 0, "passed": 0,
+                "time_s": 0.0, "cases": [], "failed": [f"no JUnit report (exit {code})"]}
+    root = ET.parse(junit).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    for key in ("tests", "failures", "errors", "skipped"):
+        counts[key] = sum(int(suite.get(key, 0)) for suite in suites)
     counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    counts["time_s"] = round(float(suite.get("time", 0.0)), 1)
-    counts["exit_code"] = result.returncode
-    counts["cases"] = [
-        case.get("name")
-        for case in suite.iter("testcase")
-        if not any(child.tag in ("failure", "error", "skipped") for child in case)
-    ]
+    counts["time_s"] = round(sum(float(suite.get("time", 0.0)) for suite in suites), 1)
+    counts["cases"], counts["failed"] = [], []
+    for case in root.iter("testcase"):
+        outcome = next((child for child in case
+                        if child.tag in ("failure", "error", "skipped")), None)
+        if outcome is None:
+            counts["cases"].append(case.get("name"))
+        elif outcome.tag != "skipped":
+            message = (outcome.get("message") or outcome.text or "").strip().splitlines()
+            counts["failed"].append(f"{case.get('name')}: {message[0][:200] if message else ''}")
     return counts
 
 
-def render(load: dict, server_run: dict, faults: dict, answers: dict, long: bool) -> str:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def failed(run: dict[str, Any]) -> int:
+    return int(run["failures"]) + int(run["errors"])
+
+
+def passed_of(run: dict[str, Any]) -> str:
+    return f"{run['passed']} of {run['tests'] - run['skipped']}"
+
+
+def render(load: dict, runs: dict[str, dict], long: bool, raw: Path) -> str:
+    server_run, protocol, faults, answers = (runs[k] for k in
+                                             ("server", "protocol", "weight_faults", "answers"))
     lines = [
         "# Reliability report",
         "",
-        f"Generated by `make reliability{'-long' if long else ''}` on {stamp}; "
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.",
-        "The baked default app (optical-flow starter) runs as a real uvicorn server on 127.0.0.1.",
+        f"Generated by `make reliability{'-long' if long else ''}` "
+        f"(`scripts/reliability_report.py{' --long' if long else ''}`) on {now_iso()}; "
+        f"{machine_line()}.",
+        "The baked default app (optical-flow starter) runs as a real uvicorn server on 127.0.0.1 "
+        "(its reliability and protocol suites, collected by the runtime's pytest plugin); the "
+        "labeling-tool requests go through a stand-in of the platform on 127.0.0.1.",
         "",
         "| what | figure |",
         "|---|---|",
     ]
+    if "server_startup_s" in load:
+        lines.append(f"| server ready after | {load['server_startup_s']} s |")
     concurrent = load.get("load", {})
     if concurrent:
         lines += [
@@ -100,42 +131,58 @@ def render(load: dict, server_run: dict, faults: dict, answers: dict, long: bool
         )
     lines += [
         f"| server tests (load, size, hostile): passed / failed | {server_run['passed']} / "
-        f"{server_run['failures'] + server_run['errors']} |",
-        f"| weight-download faults injected and survived | {faults['passed']} of "
-        f"{faults['tests'] - faults['skipped']} |",
+        f"{failed(server_run)} |",
+        "| labeling-tool protocol tests (platform stand-in, platform faults): passed / failed | "
+        f"{protocol['passed']} / {failed(protocol)} |",
+        "| weight-download tests passed (the runtime's: faults injected, resume, retries, "
+        f"URL rules, locks, disk errors) | {passed_of(faults)} |",
         f"| template answers tried (hypothesis, {ANSWER_EXAMPLES} generated answers) | "
         f"{'all safe' if answers['exit_code'] == 0 else 'FAILED'} |",
         "",
-        "Raw numbers: `docs/reliability.json`.",
-        "",
     ]
+    problems = [(name, line) for name, run in runs.items() for line in run["failed"]]
+    if problems:
+        lines += ["**Failures:**", ""]
+        lines += [f"- {name}: `{line}`" for name, line in problems]
+        lines.append("")
+    lines += [f"Raw numbers: `{repo_relative(raw)}`.", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--long", action="store_true", help="also run the long variants")
+    parser.add_argument("--report", type=Path, default=REPORT,
+                        help="markdown report to write (reliability.json goes beside it)")
     args = parser.parse_args(argv)
+    report: Path = args.report.resolve()
+    raw_path = report.with_name(RAW_NAME)
+    marker = "" if args.long else " and not long"
+    runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
         tmp_path = Path(tmp)
         app = bake(tmp_path / "app")
         numbers = tmp_path / "numbers.json"
         env = {**os.environ, "RELIABILITY_RESULTS": str(numbers)}
-        marker = ["-m", "reliability or long"] if args.long else ["-m", "reliability and not long"]
-        server_run = pytest_run(
-            app, [*marker, "tests/test_reliability.py"], tmp_path / "server.xml", env
-        )
-        faults = pytest_run(
-            app, ["-m", "reliability", "tests/test_weights.py"], tmp_path / "faults.xml"
-        )
-        answers = pytest_run(REPO_ROOT, ["tests/test_answers_fuzz.py"], tmp_path / "answers.xml")
-        load = json.loads(numbers.read_text()) if numbers.exists() else {}
-    raw = {"server": load, "server_run": server_run, "weight_faults": faults, "answers": answers}
-    (REPORT.parent / "reliability.json").write_text(json.dumps(raw, indent=2) + "\n")
-    REPORT.write_text(render(load, server_run, faults, answers, args.long), encoding="utf-8")
-    print(REPORT.read_text(encoding="utf-8"))
-    failed = any(run["exit_code"] not in (0, 5) for run in (server_run, faults, answers))
-    return 1 if failed else 0
+        runs["server"] = pytest_run(app.root, ["-m", f"reliability{marker}"],
+                                    tmp_path / "server.xml", env)
+        runs["protocol"] = pytest_run(app.root, ["-m", f"protocol{marker}"],
+                                      tmp_path / "protocol.xml")
+        runs["weight_faults"] = pytest_run(RUNTIME_DIR, ["tests/test_weights.py"],
+                                           tmp_path / "faults.xml")
+        runs["answers"] = pytest_run(REPO_ROOT, ["tests/test_answers_fuzz.py"],
+                                     tmp_path / "answers.xml")
+        load = json.loads(numbers.read_text(encoding="utf-8")) if numbers.exists() else {}
+    raw = {"server": load, **{f"{name}_run": run for name, run in runs.items()}}
+    report.parent.mkdir(parents=True, exist_ok=True)
+    raw_path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    report.write_text(render(load, runs, args.long, raw_path), encoding="utf-8")
+    print("\n" + report.read_text(encoding="utf-8"))
+    bad = [name for name, run in runs.items()
+           if run["exit_code"] not in (0, NO_TESTS) or failed(run)]
+    if bad:
+        print(f"failed: {', '.join(bad)}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

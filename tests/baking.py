@@ -1,4 +1,8 @@
-"""The baked-project helper, the named option combinations and the answer-key guard."""
+"""The baked-project helper, the named option combinations and the answer-key guard.
+
+The answers and their guard are the repository's (``repo_tools.baking``, which the scripts
+and benchmarks bake with); this module keeps the names the tests import.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,19 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE_KEYS = frozenset(json.loads((REPO_ROOT / "cookiecutter.json").read_text("utf-8")))
+from repo_tools import REPO_ROOT
+from repo_tools.baking import TEMPLATE_KEYS, UnknownAnswerError
+from repo_tools.baking import check_answers as check_known_keys
+
+__all__ = [
+    "COMBINATIONS",
+    "REPO_ROOT",
+    "TEMPLATE_KEYS",
+    "BakedProject",
+    "UnknownAnswerError",
+    "check_known_keys",
+    "parse_structured_files",
+]
 
 # Named option combinations: the id says what is special about each.
 COMBINATIONS: dict[str, dict[str, Any]] = {
@@ -30,16 +45,6 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "license": "BSD-3-Clause",
     },
 }
-
-
-class UnknownAnswerError(KeyError):
-    """A test passed an answer the template does not have (a typo would be ignored)."""
-
-
-def check_known_keys(extra_context: dict[str, Any]) -> None:
-    unknown = sorted(set(extra_context) - TEMPLATE_KEYS)
-    if unknown:
-        raise UnknownAnswerError(f"not answers of cookiecutter.json: {', '.join(unknown)}")
 
 
 @dataclass
