@@ -26,7 +26,8 @@ Three synthetic clips in the DAVIS layout (`JPEGImages/<video>/00000.jpg`, JPEG 
 frame is annotated; the first annotation is the prompt. Made by the runtime's
 `sly_vos.dev.synthetic`, so the ground truth is exact.
 
-Score the app's tracker on it: `PYTHONPATH=src python -m sly_vos.dev.evaluate sample --app <package> --out eval-out`.
+Score the app's tracker on it:
+`PYTHONPATH=src python -m sly_vos.dev.evaluate sample --app <package> --out eval-out`.
 Regenerate it (template repository): `.venv/bin/python scripts/make_sample.py`.
 """
 

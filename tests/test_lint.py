@@ -1,0 +1,34 @@
+"""The repository's own Python passes ruff: template tooling, the runtime (linted for Python
+3.10, the CUDA images' python3) and the reference app (with its own, generated config)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.baking import REPO_ROOT
+
+RUFF = Path(sys.executable).parent / "ruff"
+
+
+@pytest.mark.parametrize(
+    ("folder", "targets"),
+    [
+        (".", ["tests", "repo_tools", "scripts", "benchmarks", "local_extensions.py"]),
+        ("runtime", ["."]),
+        ("reference_xmem", ["src", "tests"]),
+    ],
+    ids=["template-tooling", "runtime", "reference_xmem"],
+)
+def test_ruff_passes(folder: str, targets: list[str]) -> None:
+    done = subprocess.run(
+        [str(RUFF), "check", "--no-cache", *targets],
+        cwd=REPO_ROOT / folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
