@@ -37,9 +37,10 @@ SECTIONS = {
     "serving": ("bench_serving", "3. Serving overhead"),
     "protocol": ("bench_protocol", "4. Labeling-tool protocol: memory of a long request"),
     "template": ("bench_template", "5. Template: bake and install"),
+    "container": ("bench_container", "6. Docker images of the generated apps"),
 }
 # Order of the runs: the memory benchmark adapts its lengths to the budget left, so it is last.
-RUN_ORDER = ("tracker", "serving", "protocol", "template", "xmem_memory")
+RUN_ORDER = ("tracker", "serving", "protocol", "template", "container", "xmem_memory")
 # Budget of the benchmarks that adapt: a share of the whole budget for the tracker (only its
 # optional 3-object comparison can be cut), whatever is left for the memory benchmark.
 BUDGET_SHARE = {"tracker": 0.4}
@@ -113,10 +114,11 @@ def section(name: str, quick: bool, status: dict) -> str:
         lines.append("Not measured yet: run `.venv/bin/python benchmarks/run_all.py --only "
                      f"{name}`.")
         return "\n\n".join(lines)
+    date, command = data.get("date", "unknown date"), data.get("command", "?")
     if name not in status:
-        lines.append(f"*From an earlier run ({data['date']}).*")
+        lines.append(f"*From an earlier run ({date}).*")
     module = importlib.import_module(module_name)
-    lines.append(f"*Measured {data['date']}: `{data['command']}`*")
+    lines.append(f"*Measured {date}: `{command}`*")
     lines.append(module.render(data))
     return "\n\n".join(lines)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Annotated, Any, BinaryIO, ClassVar, Literal
@@ -33,6 +32,7 @@ from .appspec import AppSpec, check_model_module
 from .device import device_from_env
 from .jobs import Job, JobRegistry
 from .memory import release_memory
+from .model_thread import ModelThread
 from .platform import PlatformClient, PlatformConfigError
 from .schemas import RequestRef, TrackApiContext, TrackAsyncContext, TrackContext, parse
 from .settings import AppSettings
@@ -63,7 +63,7 @@ class TrackingApp(sly.nn.inference.MaskTracking):
 
     tracker: SupportsTrack
     device: str
-    model_lock: threading.Lock
+    model_thread: ModelThread
     jobs: JobRegistry
 
     def __init__(self, model_dir: str | None = None, **kwargs: Any) -> None:
@@ -91,10 +91,10 @@ class TrackingApp(sly.nn.inference.MaskTracking):
         self.device = device_from_env(device, self.settings.device_env)
         weights = resolve_weights(self.settings, model_dir) if self.spec.weights_required else None
         self.tracker = self.spec.make_tracker(weights, self.device)
-        # One model pass at a time: bounded memory, no contention on small machines. Frames
-        # are decoded or downloaded only under it, so waiting requests hold none.
-        self.model_lock = threading.Lock()
-        self.jobs = JobRegistry()
+        # Every model pass runs on one thread, one at a time (see model_thread.py); frames
+        # are decoded or downloaded there, so waiting requests hold none.
+        self.model_thread = ModelThread()
+        self.jobs = JobRegistry(self.model_thread)
         sly.logger.info(
             "Model loaded",
             extra={
@@ -106,8 +106,7 @@ class TrackingApp(sly.nn.inference.MaskTracking):
 
     def predict(self, frames: list[np.ndarray], input_mask: np.ndarray) -> list[np.ndarray]:
         """The SDK's list contract: one mask per frame, ``[0]`` the input mask."""
-        with self.model_lock:
-            return run_tracker(self.tracker, frames, input_mask)
+        return self.model_thread.run(run_tracker, self.tracker, frames, input_mask)
 
     def get_info(self) -> dict[str, Any]:
         info = super().get_info()
@@ -195,12 +194,15 @@ class TrackingApp(sly.nn.inference.MaskTracking):
             kinds = [item.type for item in request.input_geometries]
             if len(images) == 1:
                 return []  # nothing after the annotated frame
-            with self.model_lock:  # decoding happens inside: waiting requests hold no pixels
-                # Every frame is decoded before the model runs: a truncated upload is a 400
-                # whatever the model would have done with the frames before it.
+
+            def track() -> list[np.ndarray]:
+                # On the model thread, where the frames are decoded: waiting requests hold
+                # no pixels. Every frame is decoded before the model runs, so a truncated
+                # upload is a 400 whatever the model would have done with the ones before.
                 frames = [files_api.decode_frame(image, i) for i, image in enumerate(images)]
-                masks = list(track_stream(self.tracker, frames, label, len(frames)))
-                del frames
+                return list(track_stream(self.tracker, frames, label, len(frames)))
+
+            masks = self.model_thread.run(track)
             return files_api.build_response(masks, kinds)
         finally:
             release_memory()

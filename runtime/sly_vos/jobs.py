@@ -2,9 +2,9 @@
 
 A job is what the labeling tool refers to by ``inference_request_uuid``: its progress, the
 results waiting to be pulled (``/track_async``), whether it was stopped, and how it ended.
-Jobs run on one worker thread, so one model pass runs at a time and a waiting job holds
-nothing but its request (frames are downloaded only once it runs). Finished jobs are
-forgotten after ``keep_s`` or on ``/clear_tracking_results``.
+Jobs run on the app's model thread, so one model pass runs at a time and a waiting job
+holds nothing but its request (frames are downloaded only once it runs). Finished jobs are
+forgotten after ``KEEP_FINISHED_S`` or on ``/clear_tracking_results``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from .errors import RequestNotFound, public_message
+from .model_thread import ModelThread
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +146,12 @@ class Job:
 
 
 class JobRegistry:
-    """The app's jobs by uuid, and the one worker that runs them in order."""
+    """The app's jobs by uuid; they run in order on the model thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_thread: ModelThread) -> None:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracking-job")
+        self._worker = model_thread
 
     def submit(self, job: Job, run: Callable[[Job], None]) -> Future[None]:
         """Register ``job`` and run ``run(job)`` on the worker; ``run`` must not raise."""
@@ -199,4 +200,4 @@ class JobRegistry:
         with self._lock:
             for job in self._jobs.values():
                 job.stop()
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        self._worker.shutdown()

@@ -14,7 +14,6 @@ reported to the tool once, with a message that names no server path.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +27,7 @@ from . import geometry, limits
 from .errors import user_message
 from .jobs import Job
 from .memory import release_memory
+from .model_thread import ModelThread
 from .platform import PlatformClient, PlatformError, VideoInfo
 from .schemas import TrackApiContext, TrackAsyncContext, TrackContext, _RangeContext
 from .tracking import SupportsTrack, track_stream
@@ -37,10 +37,10 @@ logger = logging.getLogger(__name__)
 
 
 class TrackingHost(Protocol):
-    """What a run needs from the app: the model and the lock that serialises its passes."""
+    """What a run needs from the app: the model and the thread its passes run on."""
 
     tracker: SupportsTrack
-    model_lock: threading.Lock
+    model_thread: ModelThread
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ def tracked_masks(
     host: TrackingHost, plan: Plan, job: Job | None
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(frame index, mask)`` for every frame after the annotated one, as the model yields
-    them. The caller holds ``host.model_lock``; stopping is checked between frames."""
+    them. Runs on ``host.model_thread``; stopping is checked between frames."""
     feed = FrameFeed(plan.client, plan.video.id, plan.frame_indexes)
     stream = track_stream(host.tracker, iter(feed), plan.label, len(plan.frame_indexes))
     try:
@@ -287,26 +287,25 @@ def _report_error(plan: Plan, job: Job, exc: BaseException) -> None:
 
 
 def _run(host: TrackingHost, plan: Plan, job: Job, upload: bool) -> None:
-    """The body of a ``/track`` (``upload``) or ``/track_async`` job."""
+    """The body of a ``/track`` (``upload``) or ``/track_async`` job, on the model thread."""
     error: BaseException | None = None
     done = 0
     try:
-        with host.model_lock:
-            if job.stopped:  # stopped while it waited: nothing downloaded, nothing to say
-                return
-            job.start()
-            for frame_index, mask in tracked_masks(host, plan, job):
-                shapes = _figures_of(plan, mask)
-                _count_tracked(plan, shapes)
-                if upload:
-                    _upload(plan, frame_index, shapes)
-                    job.advance()
-                else:
-                    job.advance([(frame_index, _figure_info(plan, frame_index, s)) for s in shapes])
-                done += 1
-                _notify(plan, job, done, plan.frames)
-            if job.stopped and done < plan.frames:
-                _notify_quietly(plan, job, done)
+        if job.stopped:  # stopped while it waited: nothing downloaded, nothing to say
+            return
+        job.start()
+        for frame_index, mask in tracked_masks(host, plan, job):
+            shapes = _figures_of(plan, mask)
+            _count_tracked(plan, shapes)
+            if upload:
+                _upload(plan, frame_index, shapes)
+                job.advance()
+            else:
+                job.advance([(frame_index, _figure_info(plan, frame_index, s)) for s in shapes])
+            done += 1
+            _notify(plan, job, done, plan.frames)
+        if job.stopped and done < plan.frames:
+            _notify_quietly(plan, job, done)
     except Exception as exc:  # reported to the tool, kept on the job for /pop_tracking_results
         error = exc
         if not isinstance(exc, (InputError, PlatformError, NotImplementedError)):
@@ -376,23 +375,26 @@ def _figure_info(plan: Plan, frame_index: int, item: tuple[TrackedObject, Any]) 
 
 def run_track_api(host: TrackingHost, plan: Plan) -> list[list[dict[str, Any] | None]]:
     """``/track-api``: N x K (frames after the first x input geometries), ``None`` where an
-    object is not visible; bitmaps, as the SDK answers."""
-    rows: list[list[dict[str, Any] | None]] = []
+    object is not visible; bitmaps, as the SDK answers. Waits for the model thread."""
+
+    def rows() -> list[list[dict[str, Any] | None]]:
+        table: list[list[dict[str, Any] | None]] = []
+        for _, mask in tracked_masks(host, plan, None):
+            boxes = geometry.object_boxes(mask)
+            table.append([_bitmap_json(mask, k, boxes) for k in range(1, len(plan.objects) + 1)])
+        return table
+
     try:
-        with host.model_lock:
-            for _, mask in tracked_masks(host, plan, None):
-                boxes = geometry.object_boxes(mask)
-                row: list[dict[str, Any] | None] = []
-                for label_id in range(1, len(plan.objects) + 1):
-                    if label_id in boxes:
-                        shape = geometry.mask_geometries(mask, label_id, boxes[label_id], "bitmap")[
-                            0
-                        ]
-                        row.append(geometry.to_json([shape])[0])
-                    else:
-                        row.append(None)
-                rows.append(row)
+        return host.model_thread.run(rows)
     finally:
         plan.client.close()
         release_memory()
-    return rows
+
+
+def _bitmap_json(
+    mask: np.ndarray, label_id: int, boxes: dict[int, tuple[int, int, int, int]]
+) -> dict[str, Any] | None:
+    if label_id not in boxes:
+        return None
+    (shape,) = geometry.mask_geometries(mask, label_id, boxes[label_id], "bitmap")
+    return geometry.to_json([shape])[0]

@@ -15,6 +15,7 @@ import pytest
 from sly_vos import errors, limits
 from sly_vos.app import TrackingApp
 from sly_vos.dev.client import bitmap_geometry, encode_frame, track_settings
+from sly_vos.model_thread import ModelThread
 from sly_vos.platform import PlatformError
 from sly_vos.tracking import TrackerOutputError
 from sly_vos.validation import InputError
@@ -38,7 +39,7 @@ def bare_app() -> TrackingApp:
     ``track_api_files`` touches."""
     app = object.__new__(TrackingApp)
     app.tracker = Recorder()
-    app.model_lock = threading.Lock()
+    app.model_thread = ModelThread()
     return app
 
 
