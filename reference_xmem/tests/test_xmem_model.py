@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from xmem import CheckpointError, XMemNetwork, load_network, network_from_state_dict
-from xmem.conv import Conv2d, conv2d, conv_bn, fast_convs, nnpack_available
+from xmem.conv import NNPACK_MIN_PIXELS, Conv2d, conv2d, conv_bn, fast_convs, nnpack_available
 from xmem.inference import argmax_channels
 from xmem.memory import KeyValueStore, MemoryManager, get_similarity, topk_softmax
 from xmem.modules import FeatureFusionBlock
@@ -200,7 +200,7 @@ def test_shared_image_fusion_matches_concatenation():
 def test_winograd_conv_matches_direct_conv():
     torch.manual_seed(0)
     conv = Conv2d(24, 16, 3, padding=1).eval()
-    x = torch.randn(2, 24, 13, 21)
+    x = torch.randn(2, 24, 40, 48)  # above NNPACK_MIN_PIXELS
     with torch.inference_mode():
         direct = conv(x)
         with fast_convs():
@@ -209,6 +209,18 @@ def test_winograd_conv_matches_direct_conv():
         assert not torch.equal(direct, fast)  # really another algorithm ...
         assert torch.allclose(direct, fast, rtol=1e-4, atol=1e-4)  # ... same convolution
         assert torch.equal(fast, functional)
+
+
+def test_small_feature_maps_keep_the_direct_conv():
+    """NNPACK's per-call kernel transform costs more than it saves on small maps."""
+    torch.manual_seed(0)
+    conv = Conv2d(24, 16, 3, padding=1).eval()
+    x = torch.randn(1, 24, 13, 21)
+    assert 13 * 21 < NNPACK_MIN_PIXELS
+    with torch.inference_mode():
+        direct = conv(x)
+        with fast_convs():
+            assert torch.equal(conv(x), direct)
 
 
 @pytest.mark.parametrize("kwargs", [{"stride": 2}, {"dilation": 2, "padding": 2},
