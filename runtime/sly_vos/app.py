@@ -133,13 +133,13 @@ class TrackingApp(sly.nn.inference.MaskTracking):
     def start_track(self, body: dict[str, Any]) -> dict[str, Any]:
         """``/track``: check, then upload results in the background."""
         ctx = parse(TrackContext, body.get("context"), "context")
-        plan = labeling_tool.plan_track(_client(body), ctx)
+        plan = _plan(labeling_tool.plan_track, body, ctx)
         return self._submit("track", plan, labeling_tool.run_track, "Tracking has started.")
 
     def start_track_async(self, body: dict[str, Any]) -> dict[str, Any]:
         """``/track_async``: check, then queue results for ``/pop_tracking_results``."""
         ctx = parse(TrackAsyncContext, body.get("context"), "context")
-        plan = labeling_tool.plan_track_async(_client(body), ctx)
+        plan = _plan(labeling_tool.plan_track_async, body, ctx)
         return self._submit(
             "track_async", plan, labeling_tool.run_track_async, "Inference has started."
         )
@@ -163,7 +163,7 @@ class TrackingApp(sly.nn.inference.MaskTracking):
     def track_api_sync(self, body: dict[str, Any]) -> list[list[dict[str, Any] | None]]:
         """``/track-api``: N x K geometries, computed in a worker thread."""
         ctx = parse(TrackApiContext, body.get("context"), "context")
-        plan = labeling_tool.plan_track_api(_client(body), ctx)
+        plan = _plan(labeling_tool.plan_track_api, body, ctx)
         return labeling_tool.run_track_api(self, plan)
 
     def pop_results(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +245,19 @@ def _client(body: dict[str, Any]) -> PlatformClient:
         return PlatformClient.from_request(body)
     except PlatformConfigError as exc:
         raise InputError(getattr(exc, "field", "server_address"), str(exc), 400) from None
+
+
+def _plan(
+    planner: Callable[[PlatformClient, Any], labeling_tool.Plan], body: dict[str, Any], ctx: Any
+) -> labeling_tool.Plan:
+    """The request's plan; its platform connection is closed when planning refuses it (a
+    plan that runs closes it when its job ends)."""
+    client = _client(body)
+    try:
+        return planner(client, ctx)
+    except BaseException:
+        client.close()
+        raise
 
 
 def _json_endpoint(
