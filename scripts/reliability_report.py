@@ -13,7 +13,7 @@ JUnit XML report:
    connections, bad ranges, slow drips, 5xx, TLS, locks, disk errors);
 4. the template's hypothesis test on free-text answers (``tests/test_answers_fuzz.py``).
 
-and collects the numbers into one table. ``--long`` adds the long variants (``-m long``).
+and collects the numbers into one table. ``--long`` adds the long variants (``pytest --long``).
 Raw numbers go to ``reliability.json`` beside the report (``--report``, default
 ``docs/RELIABILITY.md``).
 """
@@ -157,16 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report: Path = args.report.resolve()
     raw_path = report.with_name(RAW_NAME)
-    marker = "" if args.long else " and not long"
+    long_option = ["--long"] if args.long else []
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
         tmp_path = Path(tmp)
         app = bake(tmp_path / "app")
         numbers = tmp_path / "numbers.json"
         env = {**os.environ, "RELIABILITY_RESULTS": str(numbers)}
-        runs["server"] = pytest_run(app.root, ["-m", f"reliability{marker}"],
+        runs["server"] = pytest_run(app.root, ["-m", "reliability", *long_option],
                                     tmp_path / "server.xml", env)
-        runs["protocol"] = pytest_run(app.root, ["-m", f"protocol{marker}"],
+        runs["protocol"] = pytest_run(app.root, ["-m", "protocol", *long_option],
                                       tmp_path / "protocol.xml")
         runs["weight_faults"] = pytest_run(RUNTIME_DIR, ["tests/test_weights.py"],
                                            tmp_path / "faults.xml")

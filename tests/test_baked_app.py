@@ -49,8 +49,12 @@ def test_default_app_installs_in_a_fresh_venv_and_passes_its_tests(bake, tmp_pat
     assert where.splitlines()[0].startswith(str(project.path / "src" / "sly_vos"))
     assert str(REPO_ROOT) not in where, "the template repository must not be importable"
     assert not project.path.is_relative_to(REPO_ROOT)
-    output = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project.path, 1200, env)
+    # --long: the full-HD variants too (cheap with the optical-flow starter), so every test
+    # of the app runs here; nothing may be deselected.
+    pytest_cmd = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--long"]
+    output = run(pytest_cmd, project.path, 1200, env)
     assert " passed" in output and " failed" not in output and "xpass" not in output.lower()
+    assert "deselected" not in output and "long variant" not in output, output[-2000:]
     run([str(venv / "bin" / "ruff"), "check", "--no-cache", "src", "tests"], project.path, 120, env)
 
 

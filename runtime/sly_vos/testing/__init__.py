@@ -49,13 +49,33 @@ MARKERS = (
     "slow: starts a real server or downloads; deselect with -m 'not slow'",
     "reliability: load, faults and hostile input",
     "protocol: the labeling tool's endpoints against the platform stand-in",
-    "long: long variants of the reliability tests (run with -m long)",
+    "long: long variants of the reliability tests (skipped unless pytest --long)",
 )
+LONG_OPTION = "--long"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        LONG_OPTION,
+        action="store_true",
+        help="also run the long variants of the reliability tests (full HD, 60 and 120 frames)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long variants are skipped, with the way to run them, rather than deselected: the
+    summary always shows that they exist."""
+    if config.getoption(LONG_OPTION):
+        return
+    skip = pytest.mark.skip(reason=f"long variant: run with pytest {LONG_OPTION}")
+    for item in items:
+        if item.get_closest_marker("long") is not None:
+            item.add_marker(skip)
 
 
 class RuntimeSuites(pytest.Collector):
