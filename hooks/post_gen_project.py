@@ -1,5 +1,6 @@
 """Finish the generated app: pick the starter model and licence, drop unchosen options,
-record the vendored runtime and the answers (with the template's commit), print next steps.
+copy in the runtime and record it and the answers (with the template's commit), print next
+steps.
 
 Runs inside the generated directory. No network access. The answers arrive through
 ``tojson`` like in the pre-gen hook.
@@ -94,11 +95,24 @@ def template_source(answers: dict[str, Any]) -> tuple[str, str | None]:
     return template, answers.get("_commit") or TEMPLATE_COMMIT
 
 
+def copy_runtime(template_dir: Path) -> None:
+    """Copy the template repository's one runtime, ``runtime/sly_vos``, into ``src/sly_vos``.
+
+    A real copy (no link): the app's folder is its Docker build context and may be copied or
+    pushed anywhere on its own.
+    """
+    source = template_dir / "runtime" / "sly_vos"
+    if not (source / "__init__.py").is_file():
+        raise SystemExit(
+            f"ERROR: the template's runtime is missing: {source} (render from a full checkout "
+            "of the template repository)"
+        )
+    shutil.copytree(source, RUNTIME_DIR, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
 def record_runtime(template: str, commit: str | None) -> None:
     """Drop caches from the vendored runtime and write ``src/sly_vos/VENDORED.json``: its
     version, its source, and the sha256 of every file (its tests say when one was edited)."""
-    for cache in list(RUNTIME_DIR.rglob("__pycache__")):
-        shutil.rmtree(cache)
     files = sorted(p for p in RUNTIME_DIR.rglob("*") if p.is_file() and p.name != "VENDORED.json")
     init = (RUNTIME_DIR / "__init__.py").read_text(encoding="utf-8")
     found = VERSION_RE.search(init)
@@ -148,6 +162,7 @@ def main() -> int:
     select_starter(ANSWERS["starter_model"])
     select_license(ANSWERS["license"])
     remove_unchosen(REMOVALS)
+    copy_runtime(Path(TEMPLATE_DIR))
     template, commit = template_source(ANSWERS)
     record_runtime(template, commit)
     record_answers(ANSWERS, template, commit)

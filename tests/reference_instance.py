@@ -4,8 +4,10 @@
 keeps; only its answers are compared, its template URL and commit say where an app came
 from). Rendering them must give every file of ``reference_xmem/`` byte for byte, except the
 files declared below: the template files the model fills in, and the model's own files.
-The vendored runtime is not copied into the reference: ``src/sly_vos`` is a link to the one
-copy in ``runtime/sly_vos``, and the rendered copy must equal it.
+The vendored runtime ``src/sly_vos`` is a real copy, as in every generated app (the folder is
+a Docker build context and may be copied or pushed on its own): it must equal
+``runtime/sly_vos`` byte for byte, and its ``VENDORED.json`` the record a render writes, but
+for where it came from (the reference's own ``.cruft.json`` says that).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import filecmp
 import fnmatch
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,13 +26,20 @@ from cookiecutter.main import cookiecutter
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO_ROOT / "reference_xmem"
 RUNTIME_DIR = REPO_ROOT / "runtime" / "sly_vos"
-VENDORED = "src/sly_vos"  # in the reference: a link to RUNTIME_DIR
+VENDORED = "src/sly_vos"  # a verbatim copy of RUNTIME_DIR
+VENDORED_RECORD = "VENDORED.json"  # written by the post-gen hook
 RECORD = ".cruft.json"  # compared by its answers only
 
 # Template files replaced by the filled-in model.
 FILLED_IN: tuple[str, ...] = ("src/serve_xmem/model.py",)
 # Files the template does not have: the XMem package, its tests and notes.
-ADDED: tuple[str, ...] = ("src/xmem/*", "tests/test_xmem_*.py", "tests/xmem_*.py", "XMEM.md")
+ADDED: tuple[str, ...] = (
+    "src/xmem/*",
+    "tests/test_xmem_*.py",
+    "tests/xmem_*.py",
+    "tests/data/*",
+    "XMEM.md",
+)
 # Never compared: caches and local state.
 IGNORED: tuple[str, ...] = (
     f"{VENDORED}/*",  # checked on its own (see vendored_problems)
@@ -84,23 +92,35 @@ def files_of(root: Path, ignored: tuple[str, ...] = IGNORED) -> set[str]:
     }
 
 
+def _runtime_files(root: Path) -> set[str]:
+    return files_of(root, ("*__pycache__*", "*.pyc", VENDORED_RECORD))
+
+
+def vendored_record(rendered: Path, reference: Path) -> dict:
+    """The rendered ``VENDORED.json``, sourced as the reference's ``.cruft.json`` says (a
+    render records this machine's checkout and commit, the reference its published URL)."""
+    record = json.loads((rendered / VENDORED / VENDORED_RECORD).read_text("utf-8"))
+    source = json.loads((reference / RECORD).read_text("utf-8"))
+    return record | {"template": source["template"], "commit": source["commit"]}
+
+
 def vendored_problems(rendered: Path, reference: Path) -> list[str]:
-    """The reference links to the one runtime; the rendered copy equals it file for file
-    (plus the VENDORED.json record the post-gen hook writes)."""
-    link = reference / VENDORED
-    if not link.is_symlink() or link.resolve() != RUNTIME_DIR.resolve():
-        return [f"{VENDORED} must be a link to runtime/sly_vos (make render-reference)"]
-    copy = rendered / VENDORED
-    skip = ("*__pycache__*", "*.pyc")
-    source_files = files_of(RUNTIME_DIR, skip)
-    copied = files_of(copy, skip) - {"VENDORED.json"}
+    """The reference's runtime is a real copy equal to ``runtime/sly_vos`` file for file, and
+    its record equals the one a render writes."""
+    copy = reference / VENDORED
+    if copy.is_symlink() or not copy.is_dir():
+        return [f"{VENDORED} must be a real copy of runtime/sly_vos (make render-reference)"]
+    source_files, copied = _runtime_files(RUNTIME_DIR), _runtime_files(copy)
     problems = [f"not vendored: {VENDORED}/{name}" for name in sorted(source_files - copied)]
     problems += [f"not in the runtime: {VENDORED}/{name}" for name in sorted(copied - source_files)]
     for name in sorted(source_files & copied):
         if not filecmp.cmp(RUNTIME_DIR / name, copy / name, shallow=False):
             problems.append(f"vendored copy differs: {VENDORED}/{name}")
-    if not (copy / "VENDORED.json").is_file():
-        problems.append(f"{VENDORED}/VENDORED.json was not written")
+    record = copy / VENDORED_RECORD
+    if not record.is_file():
+        problems.append(f"{VENDORED}/{VENDORED_RECORD} is missing")
+    elif json.loads(record.read_text("utf-8")) != vendored_record(rendered, reference):
+        problems.append(f"{VENDORED}/{VENDORED_RECORD} differs from the rendered record")
     return problems
 
 
@@ -131,17 +151,28 @@ def differences(rendered: Path, reference: Path) -> list[str]:
     return problems
 
 
+def sync_runtime(rendered: Path, reference: Path) -> list[str]:
+    """Make the reference's ``src/sly_vos`` the rendered copy, with its record re-sourced."""
+    copy = reference / VENDORED
+    record = vendored_record(rendered, reference)
+    text = json.dumps(record, indent=2) + "\n"
+    if not vendored_problems(rendered, reference):
+        return []
+    if copy.is_symlink() or copy.is_file():
+        copy.unlink()
+    elif copy.is_dir():
+        shutil.rmtree(copy)
+    shutil.copytree(
+        RUNTIME_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", VENDORED_RECORD)
+    )
+    (copy / VENDORED_RECORD).write_text(text, encoding="utf-8")
+    return [f"copied runtime/sly_vos to {VENDORED}"]
+
+
 def sync(rendered: Path, reference: Path) -> list[str]:
-    """Make ``reference`` what the template renders, keeping the declared model files, its
-    ``.cruft.json`` and the link to the runtime."""
-    changed = []
-    link = reference / VENDORED
-    if not link.is_symlink():
-        if link.is_dir():
-            shutil.rmtree(link)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(RUNTIME_DIR, link.parent))
-        changed.append(f"linked {VENDORED}")
+    """Make ``reference`` what the template renders, keeping the declared model files and its
+    ``.cruft.json``."""
+    changed = sync_runtime(rendered, reference)
     for relative in sorted(files_of(rendered)):
         target = reference / relative
         if relative in FILLED_IN and target.exists():

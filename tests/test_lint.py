@@ -32,3 +32,13 @@ def test_ruff_passes(folder: str, targets: list[str]) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_repository_has_no_symbolic_links() -> None:
+    """A link breaks a Docker build context, a copy of an app folder, a zip and a Windows
+    checkout: every app carries real files (the runtime is copied in, never linked)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-s", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    links = [entry.split("\t", 1)[1] for entry in listed.split("\0") if entry.startswith("120000")]
+    assert links == [], f"symbolic links in the repository: {links}"

@@ -17,13 +17,9 @@ from xmem.inference import argmax_channels
 from xmem.memory import KeyValueStore, MemoryManager, get_similarity, topk_softmax
 from xmem.modules import FeatureFusionBlock
 from xmem.recipe import recipe_state_dict, write_recipe_weights
-from xmem_shared import SHARED, require
+from xmem_fixtures import STATE_DICT_SHAPES, WEIGHTS_MANIFEST
 
 NUM_PARAMETERS = 62_185_224
-
-
-def _shared_file(name: str) -> Path:
-    return require(SHARED / name)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +35,7 @@ def recipe_file(recipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_state_dict_matches_upstream_layout():
-    spec = json.loads(_shared_file("state_dict_shapes.json").read_text())
+    spec = json.loads(STATE_DICT_SHAPES.read_text())
     expected = {k: v for k, v in spec.items() if not k.startswith("_")}
     sd = XMemNetwork().state_dict()
     assert list(sd) == list(expected)  # same keys, same (upstream) order
@@ -61,7 +57,7 @@ def test_dims_read_from_state_dict():
 
 
 def test_recipe_is_bit_exact(recipe):
-    manifest = json.loads(_shared_file("golden/weights_manifest.json").read_text())
+    manifest = json.loads(WEIGHTS_MANIFEST.read_text())
     entries = manifest["entries"]
     assert [e["key"] for e in entries] == list(recipe)
     for e in entries:

@@ -22,7 +22,7 @@ from xmem.inference import (
     unpad,
 )
 from xmem.recipe import recipe_state_dict
-from xmem_shared import GOLDEN, require
+from xmem_fixtures import GOLDEN
 
 N_FRAMES = 60
 
@@ -33,7 +33,6 @@ def _png(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    require(GOLDEN / "meta.json")
     name = [f"{i:05d}.png" for i in range(N_FRAMES)]
     return {
         "frames": [np.asarray(Image.open(GOLDEN / "frames" / n).convert("RGB")) for n in name],

@@ -1,4 +1,4 @@
-"""Golden weight recipe v1 (shared/xmem/GOLDEN.md section 2): deterministic XMem weights
+"""Golden weight recipe v1 (tests/data/GOLDEN.md section 2): deterministic XMem weights
 anyone can rebuild with numpy, used for parity tests in place of the real XMem.pth."""
 
 from __future__ import annotations
