@@ -84,6 +84,8 @@ def _version(value: Any) -> str | None:
 
 
 def _url(value: Any) -> str | None:
+    if value == "":
+        return None  # no weights to download: the starters need none
     if not isinstance(value, str) or any(c.isspace() for c in value):
         return "must be a URL without spaces"
     if any(c in DOCKER_UNSAFE for c in value):
@@ -161,6 +163,11 @@ def validate(answers: dict[str, Any]) -> list[str]:
         problem = rule(value)
         if problem:
             errors.append(f"{field}: {value!r} {problem}")
+    if answers.get("weights_sha256") and not answers.get("weights_url"):
+        errors.append(
+            f"weights_sha256: {answers['weights_sha256']!r} needs a weights_url to check "
+            "(leave both empty for no weights)"
+        )
     return errors
 
 

@@ -41,6 +41,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "app_name": "App \"with\" 'quotes' \\ and ünïcödé 😀 </script>",
         "description": "Line one\nLine \"two\" \\ with 'quotes', $(id), `id`; ünï 😀",
         "author": 'O\'Brien "Ltd" \\ Straße',
+        "weights_url": "https://files.example.com/weights/my-model_v2.pth",
         "weights_sha256": "a" * 64,
         "license": "BSD-3-Clause",
     },

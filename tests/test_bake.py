@@ -97,7 +97,7 @@ def test_free_text_is_preserved(baked: BakedProject) -> None:
     settings = settings_literals(baked.read(f"src/{ctx['__package_name']}/settings.py"))
     assert settings["model_name"] == ctx["model_name"]
     assert settings["app_name"] == ctx["app_name"]
-    assert settings["weights_url"] == ctx["weights_url"]
+    assert settings["weights_url"] == (ctx["weights_url"] or None)
     assert settings["weights_sha256"] == (ctx["weights_sha256"] or None)
     recorded = baked.json(".cruft.json")["context"]["cookiecutter"]
     for key in ("model_name", "app_name", "description", "author"):
@@ -182,3 +182,21 @@ def test_unknown_answer_keys_are_refused(bake) -> None:
 
     with pytest.raises(UnknownAnswerError, match="startr_model"):
         bake(startr_model="stub")
+
+
+def test_defaults_name_no_model_weights(bake) -> None:
+    """A bake for any model starts without someone else's weights: no URL, nothing to
+    download, and the weights file named neutrally (XMem's answers live in reference_xmem)."""
+    baked = bake(model_name="Cutie", starter_model="stub")
+    assert baked.ok, baked.exception
+    settings = settings_literals(baked.read("src/serve_cutie/settings.py"))
+    assert settings["weights_url"] is None
+    assert settings["weights_sha256"] is None
+    assert settings["weights_filename"] == "weights.pth"
+    dockerfile = baked.read("docker/Dockerfile")
+    assert "ARG WEIGHTS_URL=\n" in dockerfile
+    runtime = baked.path / "src" / "sly_vos"  # its docs may cite XMem measurements
+    for path in baked.files():
+        if runtime not in path.parents and path.suffix in {".py", ".md", ".json", ".toml", ""}:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            assert "XMem" not in text, f"{path.relative_to(baked.path)} names XMem"

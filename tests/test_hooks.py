@@ -34,6 +34,7 @@ BAD_ANSWERS: list[tuple[str, str, str]] = [
     ("weights_url", 'https://example.com/"w".pth', "Docker build arg"),
     ("weights_sha256", "abc123", "64 lower-case hexadecimal"),
     ("weights_sha256", "G" * 64, "64 lower-case hexadecimal"),
+    ("weights_sha256", "a" * 64, "needs a weights_url"),
     ("port", "0", "between 1 and 65535"),
     ("port", "70000", "between 1 and 65535"),
     ("port", "eighty", "whole number"),

@@ -702,7 +702,7 @@ def test_waiting_for_a_held_lock_is_bounded(server: HTTPServer, dest: Path):
 # ---------------------------------------------------------------- resolve order
 
 
-def fake_settings(url: str, sha256: str | None = None) -> AppSettings:
+def fake_settings(url: str | None, sha256: str | None = None) -> AppSettings:
     return AppSettings(
         model_name="Fake model",
         app_name="Fake app",
@@ -747,6 +747,23 @@ def test_resolve_order_model_dir_then_env_then_download(
     monkeypatch.setenv(settings.model_dir_env, str(tmp_path / "from-env"))
     with pytest.raises(WeightsError, match=rf"{OTHER_DIGEST}.*\${settings.weights_env}"):
         resolve_weights(settings, sha256=OTHER_DIGEST, policy=fast())
+
+
+@pytest.mark.parametrize("url", [None, ""])
+def test_no_weights_url_names_every_way_to_give_weights(
+    url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    settings = fake_settings(url)
+    assert settings.weights_url is None
+    monkeypatch.delenv(settings.weights_env, raising=False)
+    with pytest.raises(WeightsError) as raised:
+        resolve_weights(settings, tmp_path)
+    message = str(raised.value)
+    for part in ("weights_url", "fakeapp/settings.py", FILENAME, str(tmp_path), settings.weights_env):
+        assert part in message
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / FILENAME).write_bytes(PAYLOAD)  # placed by hand: used, nothing to download
+    assert resolve_weights(settings, tmp_path) == tmp_path / FILENAME
 
 
 # ---------------------------------------------------------------- CLI

@@ -30,11 +30,16 @@ class AppSettings(BaseModel):
     app_version: str = Field(min_length=1)
     sdk_version: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
-    weights_url: str = Field(min_length=1)
+    weights_url: str | None = None  # None: nothing to download (a model without weights)
     weights_sha256: str | None = None
     weights_filename: str = Field(min_length=1)
     env_prefix: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
     gpu: Literal["required", "preferred", "no"] = "preferred"
+
+    @field_validator("weights_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return value or None
 
     @field_validator("weights_sha256")
     @classmethod

@@ -538,12 +538,19 @@ def download_weights(
 
 def _download_for(
     settings: AppSettings,
-    url: str,
+    url: str | None,
     directory: Path,
     sha256: str | None,
     policy: DownloadPolicy | None,
 ) -> Path:
     """``download_weights`` into ``directory`` as the app: its user agent, its variable named."""
+    if not url:
+        raise WeightsError(
+            f"{settings.model_name} needs a weights file and no weights URL is set: set "
+            f"weights_url in {settings.package}/settings.py (or pass a URL), put "
+            f"{settings.weights_filename} in {directory}, or set ${settings.weights_env} to "
+            "a weights file"
+        )
     policy = policy or DownloadPolicy()
     if policy.user_agent is None:
         policy = replace(policy, user_agent=f"{settings.app_slug}/{settings.app_version}")

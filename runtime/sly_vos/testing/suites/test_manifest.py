@@ -116,7 +116,7 @@ def test_dockerfile_bakes_weights_with_the_hook(
     hook = next((run for run in runs if f"-m sly_vos.weights {settings.package}" in run), None)
     assert hook is not None, "the image must bake the weights with python -m sly_vos.weights"
     assert '--url "${WEIGHTS_URL}"' in hook and '--sha256 "${WEIGHTS_SHA256}"' in hook
-    assert dockerfile.args["WEIGHTS_URL"] == settings.weights_url
+    assert dockerfile.args["WEIGHTS_URL"] == (settings.weights_url or "")
     assert dockerfile.args["WEIGHTS_SHA256"] == (settings.weights_sha256 or "")
     cmd = next(i["value"] for i in dockerfile.structure if i["instruction"] == "CMD")
     assert "main:model.app" in cmd and str(settings.port) in cmd
