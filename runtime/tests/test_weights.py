@@ -759,7 +759,8 @@ def test_no_weights_url_names_every_way_to_give_weights(
     with pytest.raises(WeightsError) as raised:
         resolve_weights(settings, tmp_path)
     message = str(raised.value)
-    for part in ("weights_url", "fakeapp/settings.py", FILENAME, str(tmp_path), settings.weights_env):
+    named = ("weights_url", "fakeapp/settings.py", FILENAME, str(tmp_path), settings.weights_env)
+    for part in named:
         assert part in message
     assert list(tmp_path.iterdir()) == []
     (tmp_path / FILENAME).write_bytes(PAYLOAD)  # placed by hand: used, nothing to download
