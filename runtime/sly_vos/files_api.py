@@ -20,7 +20,7 @@ from PIL import Image, ImageFile
 
 from . import geometry, limits
 from .schemas import FilesSettings, parse
-from .validation import InputError
+from .validation import InputError, check_frame_size
 
 logger = logging.getLogger(__name__)
 
@@ -126,13 +126,7 @@ def open_frames(files: Sequence[BinaryIO]) -> list[Image.Image]:
         width, height = image.size
         if width < 1 or height < 1:
             raise InputError(field, f"has an empty size {width}x{height}", 400)
-        if width * height > limits.MAX_FRAME_PIXELS:
-            raise InputError(
-                field,
-                f"is {width}x{height} = {width * height} pixels, over the limit "
-                f"MAX_FRAME_PIXELS={limits.MAX_FRAME_PIXELS}",
-                413,
-            )
+        check_frame_size(height, width, field)
         if images and image.size != images[0].size:
             first_w, first_h = images[0].size
             raise InputError(

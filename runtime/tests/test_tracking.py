@@ -188,6 +188,7 @@ def test_bad_input_is_refused(case: str) -> None:
     [
         ("MAX_FRAMES", 2, "frames", 3, (8, 10)),
         ("MAX_FRAME_PIXELS", 79, "frames[0]", 1, (8, 10)),
+        ("MAX_FRAME_SIDE", 9, "frames[0]", 1, (8, 10)),
         ("MAX_TOTAL_PIXELS", 200, "frames", 3, (8, 10)),
     ],
 )
@@ -216,6 +217,7 @@ def test_object_count_limit(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_limits_at_the_edge_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits, "MAX_FRAMES", 3)
     monkeypatch.setattr(limits, "MAX_FRAME_PIXELS", 80)
+    monkeypatch.setattr(limits, "MAX_FRAME_SIDE", 10)
     monkeypatch.setattr(limits, "MAX_TOTAL_PIXELS", 240)
     assert len(run_tracker(Spy(), _frames(3), _mask())) == 3
 

@@ -118,6 +118,7 @@ class TrackingApp(sly.nn.inference.MaskTracking):
             limits={
                 "max_frames": limits.MAX_FRAMES,
                 "max_frame_pixels": limits.MAX_FRAME_PIXELS,
+                "max_frame_side": limits.MAX_FRAME_SIDE,
                 "max_total_pixels": limits.MAX_TOTAL_PIXELS,
                 "max_objects": limits.MAX_OBJECTS,
             },

@@ -32,17 +32,28 @@ def check_count(count: int, field: str = "frames") -> None:
         )
 
 
-def check_size(
-    height: int, width: int, count: int, frame_field: str = "frames[0]", field: str = "frames"
-) -> None:
-    """Refuse frames over ``MAX_FRAME_PIXELS`` or a request over ``MAX_TOTAL_PIXELS``."""
+def check_frame_size(height: int, width: int, field: str) -> None:
+    """Refuse a frame over ``MAX_FRAME_SIDE`` on a side or ``MAX_FRAME_PIXELS`` in all."""
+    if max(height, width) > limits.MAX_FRAME_SIDE:
+        raise InputError(
+            field,
+            f"{height}x{width} has a side over the limit MAX_FRAME_SIDE={limits.MAX_FRAME_SIDE}",
+            413,
+        )
     if height * width > limits.MAX_FRAME_PIXELS:
         raise InputError(
-            frame_field,
+            field,
             f"{height}x{width} = {height * width} pixels exceed the limit "
             f"MAX_FRAME_PIXELS={limits.MAX_FRAME_PIXELS}",
             413,
         )
+
+
+def check_size(
+    height: int, width: int, count: int, frame_field: str = "frames[0]", field: str = "frames"
+) -> None:
+    """Refuse frames over the frame limits or a request over ``MAX_TOTAL_PIXELS``."""
+    check_frame_size(height, width, frame_field)
     total = height * width * count
     if total > limits.MAX_TOTAL_PIXELS:
         raise InputError(

@@ -35,6 +35,8 @@ WEIGHTS_REQUIRED = False
 
 WORK_SHORT_SIDE = 360  # frames are downscaled so their short side is at most this
 MIN_WORK_SHORT_SIDE = 32  # tiny frames are upscaled to this, DIS needs a few patches
+MAX_WORK_SIDE = 4096  # and no side is longer (OpenCV's remap stops at 32767 px): a strip
+# such as 2x6000 is worked on at 32x4096, squeezed along its length only
 COLOR_BINS = 8  # per RGB channel -> 512-bin colour histograms
 FB_ABS = 0.5  # forward-backward check: squared error allowed (px^2) ...
 FB_REL = 0.01  # ... plus this fraction of the squared flow magnitudes
@@ -101,7 +103,10 @@ def _work_size(height: int, width: int) -> tuple[int, int]:
         scale = WORK_SHORT_SIDE / short
     elif short < MIN_WORK_SHORT_SIDE:
         scale = MIN_WORK_SHORT_SIDE / short
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    return (
+        min(MAX_WORK_SIDE, max(1, round(width * scale))),
+        min(MAX_WORK_SIDE, max(1, round(height * scale))),
+    )
 
 
 def _make_flow() -> cv2.DISOpticalFlow:

@@ -226,6 +226,32 @@ def make_clip(
     return Clip(frames=frames, masks=masks, name=name, ids=ids)
 
 
+# Frame shapes the limits allow that break naive code (OpenCV's 32767-px remap, a one-pixel
+# side): every endpoint must track them or refuse them with a JSON 4xx, never a 500.
+ODD_SHAPES: tuple[tuple[int, int], ...] = ((1, 300), (300, 1), (2, 6000))
+
+
+def strip_clip(height: int, width: int, num_frames: int = 3, obj_id: int = 1) -> Clip:
+    """A clip of any shape, however thin (``make_clip`` needs ``MIN_SIDE``): a gradient with
+    one object, the first third of the long side, sliding by one pixel a frame."""
+    long_side = max(height, width)
+    ramp = np.linspace(0, 255, long_side, dtype=np.float32)
+    frames, masks = [], []
+    for t in range(num_frames):
+        line = np.roll(ramp, t).astype(np.uint8)
+        start, stop = t, t + max(1, long_side // 3)
+        label = np.zeros(long_side, np.uint8)
+        label[start:stop] = obj_id
+        shape = (height, width) if height <= width else (width, height)
+        image = np.broadcast_to(np.stack([line, 255 - line, line // 2], axis=-1), shape + (3,))
+        mask = np.broadcast_to(label, shape)
+        if height > width:
+            image, mask = image.transpose(1, 0, 2), mask.T
+        frames.append(np.ascontiguousarray(image))
+        masks.append(np.ascontiguousarray(mask))
+    return Clip(frames=frames, masks=masks, name=f"strip-{height}x{width}", ids=(obj_id,))
+
+
 def iou(pred: np.ndarray, gt: np.ndarray, obj_id: int) -> float:
     """Jaccard index of one object; 1.0 when the object is absent from both masks."""
     if pred.shape != gt.shape:

@@ -194,6 +194,26 @@ def test_a_model_not_implemented_yet_answers_501_and_keeps_serving(
     assert bad.status_code == 400 and error_of(bad)["field"] == "settings"
 
 
+@pytest.mark.needs_tracking
+@pytest.mark.parametrize(("height", "width"), synthetic.ODD_SHAPES, ids=lambda v: str(v))
+def test_odd_frame_shapes_are_tracked_or_refused_with_a_json_4xx(
+    server: Server, clip: synthetic.Clip, ok_status: int, height: int, width: int
+) -> None:
+    """A shape the limits allow (one-pixel sides, a 2x6000 strip) is tracked, or refused
+    with a JSON 4xx naming the field; a 500 (OpenCV's remap on a 2x6000 strip) never."""
+    strip = synthetic.strip_clip(height, width)
+    files, request = clip_request(strip.frames, strip.masks[0], strip.ids)
+    response = tracked_or_raise(post_track(server.base_url, files, request))
+    assert response.status_code < 500, response.text[:500] + "\n" + server.log_tail()
+    if response.status_code == 200:
+        labels = answer_to_label_masks(response.json(), strip.masks[0], strip.ids)
+        assert [m.shape for m in labels] == [(height, width)] * len(strip.frames)
+    else:
+        assert 400 <= response.status_code < 500
+        assert error_of(response)["field"]
+    assert_still_serving(server, clip, ok_status)
+
+
 # ---------------------------------------------------------------- bad requests
 
 Request = tuple[list[bytes], Any]
@@ -229,6 +249,13 @@ def _side_over_frame_limit() -> int:
     return math.isqrt(limits.MAX_FRAME_PIXELS) + 1
 
 
+def _strip_over_side_limit(clip: synthetic.Clip) -> Request:
+    """A 1 x (MAX_FRAME_SIDE + 1) frame: few pixels, one side too long (read from headers)."""
+    files, request = _valid(clip)
+    files[1] = png_bomb(limits.MAX_FRAME_SIDE + 1, 1)
+    return files, request
+
+
 # name -> (request builder, status, field named in the answer)
 BAD_REQUESTS: dict[str, tuple[Callable[[synthetic.Clip], Request], int, str]] = {
     "undecodable image": (
@@ -256,6 +283,7 @@ BAD_REQUESTS: dict[str, tuple[Callable[[synthetic.Clip], Request], int, str]] = 
         413,
         "files[0]",
     ),
+    "frame header over MAX_FRAME_SIDE (a 1-pixel strip)": (_strip_over_side_limit, 413, "files[1]"),
     "no frames": (lambda c: ([], _valid(c)[1]), 400, "files"),
     "malformed settings JSON": (lambda c: (_valid(c)[0], '{"frame_index": 0,'), 400, "settings"),
     "settings over 1 MB": (
