@@ -62,7 +62,6 @@ READY_DEADLINE_S = 180.0
 BUILD_TIMEOUT_S = 1800.0
 CONTAINER_DATA_DIR = "/sly-app-data"
 HOST_CA_IN_IMAGE = "/usr/local/share/sly-vos/host-ca-bundle.crt"
-COPY_IGNORED = (".venv", "__pycache__", "out", ".pytest_cache", ".ruff_cache", ".git")
 
 
 class ContainerUnavailable(RuntimeError):
@@ -533,7 +532,7 @@ def ensure_base_image(cache: Path | None = None, etc_apt: Path = Path("/etc/apt"
         (Path(context) / "Dockerfile").write_text(
             PYTHON_BASE_DOCKERFILE.format(rootfs_tag=rootfs_tag, ca_path=HOST_CA_IN_IMAGE)
         )
-        build = build_image(Path(context), python_tag, dockerfile=Path(context) / "Dockerfile")
+        build = build_image(Path(context), python_tag, dockerfile="Dockerfile")
     base.python_s = build.seconds
     base.size_bytes = image_size(python_tag)
     return base
@@ -700,12 +699,6 @@ def serve_files(folder: Path, name: str) -> Iterator[str]:
 # --- build ----------------------------------------------------------------------------------
 
 
-def materialise_app(app_dir: Path, dest: Path) -> Path:
-    """A copy of ``app_dir`` with links resolved: build contexts must not link outside."""
-    shutil.copytree(app_dir, dest, symlinks=False, ignore=shutil.ignore_patterns(*COPY_IGNORED))
-    return dest
-
-
 @dataclass
 class BuildResult:
     """What one ``docker build`` did: exit code, output, seconds and per-step seconds."""
@@ -730,26 +723,27 @@ def build_image(
     context: Path,
     tag: str,
     build_args: Mapping[str, str] | None = None,
-    dockerfile: Path | None = None,
+    dockerfile: str = "docker/Dockerfile",
     timeout_s: float = BUILD_TIMEOUT_S,
     check: bool = True,
 ) -> BuildResult:
-    """``docker build --network host`` of ``context`` (its ``docker/Dockerfile`` by default).
+    """``docker build -f docker/Dockerfile .`` run inside ``context``, as an app's README
+    tells its users (plus ``--network host`` for the loopback index and weights).
 
     Output is read line by line so each ``Step`` gets its own duration. ``--force-rm``: a
     failed step's container is removed too (the classic builder keeps it otherwise).
     """
-    dockerfile = dockerfile or context / "docker" / "Dockerfile"
-    command = ["docker", "build", "--network", "host", "--force-rm", "-f", str(dockerfile)]
+    command = ["docker", "build", "--network", "host", "--force-rm", "-f", dockerfile]
     command += ["-t", tag]
     for key, value in (build_args or {}).items():
         command += ["--build-arg", f"{key}={value}"]
-    command.append(str(context))
+    command.append(".")
     began = time.monotonic()
     steps: list[dict[str, Any]] = []
     lines: list[str] = []
     process = subprocess.Popen(
         command,
+        cwd=context,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1,6 +1,8 @@
 """The generated apps' Docker images build and serve for real (issue 11).
 
-Builds the default bake's and ``reference_xmem``'s own ``docker/Dockerfile`` (only build args
+Builds the default bake's and ``reference_xmem``'s own ``docker/Dockerfile`` the way their
+READMEs say, ``docker build -f docker/Dockerfile .`` inside the app's folder (the bake made a
+git repository, reference_xmem in this checkout, never a prepared copy; only build args
 change: a local Debian base, a loopback torch index, loopback weights), runs each image with
 the entrypoint of its ``config.json`` and sends a ``/track-api-files`` request. Two negative
 builds prove the checks bite: the default image with libmagic taken out never becomes ready,
@@ -133,15 +135,34 @@ def build_and_record(
     return build
 
 
+def git_checkout(folder: Path) -> Path:
+    """Make ``folder`` a git repository of its files, as a user pushes a new app."""
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "bake"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *command],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+        )
+    return folder
+
+
+def readme_builds_with_the_dockerfile(app_dir: Path) -> None:
+    """The README's build command is the one these tests run, inside the app's folder."""
+    readme = (app_dir / "README.md").read_text("utf-8")
+    assert "docker build -f docker/Dockerfile" in readme, "the README's build command changed"
+
+
 @pytest.fixture(scope="module")
 def default_app(tmp_path_factory) -> Path:
-    """The default bake (``cookiecutter --no-input``), materialised as a build context."""
+    """The default bake (``cookiecutter --no-input``), a git repository; built in place."""
     project = Path(
         cookiecutter(
             str(TEMPLATE_ROOT), no_input=True, output_dir=str(tmp_path_factory.mktemp("bake"))
         )
     )
-    return container.materialise_app(project, tmp_path_factory.mktemp("context") / project.name)
+    readme_builds_with_the_dockerfile(project)
+    return git_checkout(project)
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +177,8 @@ def default_image(default_app: Path, base_image: str, torch_index_url: str) -> s
 
 
 @pytest.fixture(scope="module")
-def reference_app(tmp_path_factory) -> Path:
-    """``reference_xmem`` materialised (``src/sly_vos`` may link outside the folder)."""
+def reference_app() -> Path:
+    """``reference_xmem`` itself, in this checkout (CI's is a fresh clone), built in place."""
     dockerfile = (REFERENCE_DIR / "docker" / "Dockerfile").read_text("utf-8")
     needed = ("BASE_IMAGE", "WEIGHTS_URL", "WEIGHTS_SHA256")
     missing = [arg for arg in needed if f"ARG {arg}" not in dockerfile]
@@ -167,7 +188,8 @@ def reference_app(tmp_path_factory) -> Path:
             "it is older than the template (make render-reference)",
             pytrace=False,
         )
-    return container.materialise_app(REFERENCE_DIR, tmp_path_factory.mktemp("ref") / "serve-xmem")
+    readme_builds_with_the_dockerfile(REFERENCE_DIR)
+    return REFERENCE_DIR
 
 
 @pytest.fixture(scope="module")
@@ -369,7 +391,7 @@ def test_an_image_without_libmagic_never_becomes_ready(
         "    && ! ls /usr/lib/*/libmagic.so.1* 2>/dev/null\n",
         "utf-8",
     )
-    build = container.build_image(context, NO_LIBMAGIC_TAG, dockerfile=dockerfile, check=False)
+    build = container.build_image(context, NO_LIBMAGIC_TAG, dockerfile="Dockerfile", check=False)
     container.record("images", "no-libmagic", {"last_build": container.build_record(build)})
     assert build.returncode == 0, build.output[-4000:]
     with AppContainer(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +78,37 @@ def test_editing_the_template_alone_is_caught(tmp_path: Path) -> None:
     dockerfile.write_text(dockerfile.read_text("utf-8") + "# edited\n")
     rendered = render(reference_answers(), tmp_path / "out", template=template)
     assert "differs from the template: docker/Dockerfile" in differences(rendered, REFERENCE_DIR)
+
+
+def test_reference_copied_alone_tests_and_builds_its_context(tmp_path: Path) -> None:
+    """reference_xmem/ copied out of the repository (as a user copies or pushes it) has all
+    it needs: the runtime is a real copy, the XMem fixtures are inside, nothing reads ``..``.
+    Runs the tests that read its fixtures and check its runtime copy there, outside the
+    repository."""
+    copy = tmp_path / "serve-xmem"
+    shutil.copytree(
+        REFERENCE_DIR,
+        copy,
+        symlinks=True,
+        ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", ".ruff_cache"),
+    )
+    links = [p for p in copy.rglob("*") if p.is_symlink()]
+    assert links == [], f"links that leave the folder behind: {links}"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CI")}
+    # the fixture files (state-dict layout, golden weights manifest) and the manifest suite,
+    # which checks the vendored runtime against its record (collected through tests/)
+    selected = "state_dict_matches_upstream or recipe_is_bit_exact or test_manifest"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", selected],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    summary = done.stdout.strip().splitlines()[-1]
+    assert "skipped" not in summary and "deselected" in summary, summary
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed[1]) >= 12, summary  # 2 fixture tests + the manifest suite
