@@ -10,8 +10,8 @@ The container tests (``tests/test_container.py``) need, in order:
    cached by tag and only rebuilt when the tag is missing;
 3. a PEP 503 index on loopback that serves the CPU torch wheel found on disk, standing in for
    the CUDA index the Dockerfile names by default;
-4. ``docker build`` of the app's own ``docker/Dockerfile`` (unchanged; only build args) from a
-   materialised copy of the app folder, and ``docker run`` of the image with the entrypoint of
+4. ``docker build -f docker/Dockerfile .`` inside the app's folder, as its README says
+   (the Dockerfile unchanged; only build args), and ``docker run`` of the image with the entrypoint of
    the app's ``config.json``, waiting for ``POST /is_ready``.
 
 Timings and image sizes are merged into ``benchmarks/results/container.json``.
