@@ -162,3 +162,20 @@ def test_post_gen_removal_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     module.remove_unchosen([(True, [".github"]), (False, ["keep.txt"])])
     assert not (tmp_path / ".github").exists()
     assert (tmp_path / "keep.txt").exists()
+
+
+def test_post_gen_copies_the_runtime_and_refuses_a_checkout_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = render_hook("post_gen_project")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    with pytest.raises(SystemExit, match="the template's runtime is missing"):
+        module.copy_runtime(tmp_path / "not-a-template")
+    assert not (tmp_path / "src" / "sly_vos").exists()
+    module.copy_runtime(REPO_ROOT)
+    copied = tmp_path / "src" / "sly_vos"
+    assert not copied.is_symlink() and (copied / "__init__.py").is_file()
+    assert not list(copied.rglob("__pycache__"))
+    source = REPO_ROOT / "runtime" / "sly_vos" / "app.py"
+    assert (copied / "app.py").read_bytes() == source.read_bytes()
