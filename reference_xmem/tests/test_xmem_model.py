@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from xmem import CheckpointError, XMemNetwork, load_network, network_from_state_dict
-from xmem.conv import TUNER, Conv2d, candidates, conv2d, conv_bn, fast_convs, nnpack_available
-from xmem.kernels import KernelTuner
+from xmem.conv import TUNER, Conv2d, candidates, conv_bn, fast_convs, nnpack_available
 from xmem.inference import argmax_channels
+from xmem.kernels import KernelTuner
 from xmem.memory import KeyValueStore, MemoryManager, get_similarity, topk_softmax
 from xmem.modules import FeatureFusionBlock
 from xmem.recipe import recipe_state_dict, write_recipe_weights
@@ -352,3 +352,68 @@ def test_argmax_channels_matches_argmax_with_ties():
     prob = torch.rand(4, 7, 9)
     prob[2, :3] = prob[1, :3] = prob[:, :3].max(dim=0).values  # ties: first maximum wins
     assert torch.equal(argmax_channels(prob), prob.argmax(dim=0))
+
+
+# ---------------------------------------------------------------------- precision
+def test_precision_names_and_what_auto_means():
+    from xmem.schedule import Schedule, autocast_dtype
+
+    assert autocast_dtype("auto", "cuda") is torch.float16  # upstream's choice on CUDA
+    assert autocast_dtype("auto", "cpu") is None  # fp32 on CPU; bf16 is opt-in
+    assert autocast_dtype("fp32", "cuda") is None
+    assert autocast_dtype("bf16", "cpu") is torch.bfloat16
+    assert autocast_dtype("fp16", "cpu") is torch.float16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_dtype("fp8", "cpu")
+    cuda, cpu = Schedule.for_device("cuda"), Schedule.for_device("cpu")
+    assert (cuda.batch_keys, cuda.channels_last, cuda.sparse_read, cuda.fast_convs) == (
+        True, True, False, False)
+    assert (cpu.batch_keys, cpu.channels_last, cpu.sparse_read, cpu.fast_convs) == (
+        False, False, True, True)
+    assert Schedule.for_device("cpu", fast_ops=False).sparse_read is False
+
+
+def _memory_pair(dtype: torch.dtype, frames: int) -> tuple[MemoryManager, MemoryManager, list]:
+    """A dense fp32 reader and a sparse one fed the same memory rounded to `dtype`."""
+    from xmem.inference import DEFAULT_CONFIG
+    torch.manual_seed(0)
+    dense = MemoryManager(DEFAULT_CONFIG, hidden_dim=4, fast=False)
+    sparse = MemoryManager(DEFAULT_CONFIG, hidden_dim=4, fast=True)
+    queries = []
+    for _ in range(frames):  # 10 memory frames of 4x5 trigger a consolidation
+        key, s = torch.randn(1, 8, 4, 5).to(dtype), (torch.rand(1, 1, 4, 5) + 1).to(dtype)
+        value, sel = torch.randn(1, 2, 6, 4, 5).to(dtype), torch.rand(1, 8, 4, 5).to(dtype)
+        dense.add_memory(key.float(), s.float(), value.float(), sel.float())
+        with torch.autocast("cpu", dtype=dtype):
+            sparse.add_memory(key, s, value, sel)
+        queries.append((torch.randn(1, 8, 4, 5).to(dtype), torch.rand(1, 8, 4, 5).to(dtype)))
+    return dense, sparse, queries
+
+
+def test_sparse_memory_read_runs_under_bf16_with_fp32_sums():
+    """The CSR readout has no bf16 kernel on CPU (MKL): the read runs in fp32 from the
+    bf16 memory, and agrees with a dense fp32 read of the same rounded values."""
+    dense, sparse, queries = _memory_pair(torch.bfloat16, frames=8)
+    for q, qe in queries[:3]:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = sparse.match_memory(q, qe)
+        with torch.inference_mode():
+            reference = dense.match_memory(q.float(), qe.float())
+        assert fast.dtype == torch.float32
+        assert torch.allclose(fast, reference, atol=1e-5), (fast - reference).abs().max()
+    # after a consolidation (its prototypes computed under bf16 autocast) it still runs
+    _, sparse, queries = _memory_pair(torch.bfloat16, frames=12)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sparse.match_memory(*queries[0])
+    assert sparse.stats.consolidations == 1 and torch.isfinite(out).all()
+
+
+def test_softmax_and_aggregation_stay_fp32():
+    from xmem.memory import full_softmax
+    from xmem.network import aggregate
+    sim = torch.randn(1, 50, 7).to(torch.bfloat16)
+    for out in (topk_softmax(sim, 5), topk_softmax(sim, None), full_softmax(sim)):
+        assert out.dtype == torch.float32
+        assert torch.allclose(out.sum(dim=1), torch.ones(1, 7), atol=1e-6)
+    prob = aggregate(torch.rand(3, 4, 5).to(torch.bfloat16), dim=0)
+    assert prob.dtype == torch.float32 and torch.allclose(prob.sum(0), torch.ones(4, 5))

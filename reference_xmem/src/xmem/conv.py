@@ -5,11 +5,12 @@ Convolutions are most of XMem's CPU time (ResNet trunks, fusion blocks, decoder)
 kernels compute the same convolution: oneDNN's direct convolution on NCHW (PyTorch's
 default), the same on channels-last tensors, NNPACK's Winograd / FFT transforms (stride-1
 3x3, fp32; it ships in the standard x86-64 and ARM wheels) on the whole batch or image by
-image, and for 1x1 convolutions a plain matrix product. Which is fastest depends on the CPU and the shape, so under `fast_convs()`
-the first call of each shape times the eligible candidates and keeps the fastest for the
-process (`kernels.KernelTuner`; choices are logged once on the ``xmem.kernels`` logger and
-listed by `kernel_choices()`). Candidates differ only by float rounding (~1e-5 relative).
-Autograd calls, and every call outside the context, use plain `F.conv2d`.
+image, and for 1x1 convolutions a plain matrix product. Which is fastest depends on the
+CPU and the shape, so under `fast_convs()` the first call of each shape times the eligible
+candidates and keeps the fastest for the process (`kernels.KernelTuner`; choices are logged
+once on the ``xmem.kernels`` logger and listed by `kernel_choices()`). Candidates differ
+only by float rounding (~1e-5 relative). Autograd calls, and every call outside the
+context, use plain `F.conv2d`.
 
 In the same context `conv_bn` folds an eval-mode batch norm into the preceding conv's
 weights (cached until either changes), which removes the ResNet encoders' separate
