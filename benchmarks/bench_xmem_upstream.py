@@ -240,10 +240,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if path is None:
         raise SystemExit(HOW_TO_GET)
     plan = QUICK if args.quick else FULL
-    if args.frames_scale != 1.0:
-        plan = Plan(plan.sizes, plan.objects, plan.precisions,
-                    {k: max(3, round(n * args.frames_scale)) for k, n in plan.frames.items()},
-                    plan.reps)
+    plan = Plan(plan.sizes, plan.objects, tuple(args.precisions or plan.precisions),
+                {k: max(3, round(n * args.frames_scale)) for k, n in plan.frames.items()},
+                args.reps or plan.reps)
+    out = B.out_path(NAME, args.quick, args.out)
     threads = machine.use_all_cores()
     reference_on_path()
     runtime_on_path()
@@ -251,7 +251,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from sly_vos.dev import synthetic
     from xmem import load_network
-    from xmem.conv import kernel_choices
 
     xmem_cls, core_cls = import_upstream(path)
     weights = xmem_weights()
@@ -267,6 +266,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                               height=case.height, width=case.width,
                                               ids=IDS[:case.objects], seed=0)
         rows.append(run_case(case, ours_net, up_net, core_cls, plan.reps, clips[key]))
+        rows[-1]["command"] = B.shown_command()
+        # after every case: a run cut short still leaves its numbers
+        B.write_result(out, NAME, args.quick, result(args, plan, path, threads, rows, out))
+    return result(args, plan, path, threads, rows, out)
+
+
+def result(args: argparse.Namespace, plan: Plan, path: Path, threads: int,
+           rows: list[dict], out: Path) -> dict[str, Any]:
+    """This run's JSON; with ``--keep-other-rows`` also the rows of the other precisions
+    found in ``out`` (so fp32 and bf16 can be measured by separate runs, one file)."""
+    from xmem.conv import kernel_choices
+
+    if args.keep_other_rows and out.is_file():
+        import json
+
+        earlier = json.loads(out.read_text(encoding="utf-8")).get("rows", [])
+        rows = [r for r in earlier if r["precision"] not in plan.precisions] + rows
     return {
         "plan": {"sizes": plan.sizes, "objects": plan.objects, "precisions": plan.precisions,
                  "reps": plan.reps},
@@ -303,9 +319,9 @@ def cpu_has_native_bf16() -> bool:
 
 # ---------------------------------------------------------------- rendering
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    headers = ["precision", "frame (HxW)", "objects", "frames", "upstream ms/frame",
+    headers = ["precision", "frame (HxW)", "objects", "frames", "reps", "upstream ms/frame",
                "ours ms/frame", "upstream / ours", "pixel agreement %"]
-    rows = [[r["precision"], f"{r['height']}x{r['width']}", r["objects"], r["frames"],
+    rows = [[r["precision"], f"{r['height']}x{r['width']}", r["objects"], r["frames"], r["reps"],
              B.fmt(r.get("upstream_ms_per_frame")) if "upstream_error" not in r
              else f"failed: {r['upstream_error'][:60]}",
              r["ours_ms_per_frame"], B.fmt(r.get("ratio"), 2) + ("x" if "ratio" in r else ""),
@@ -340,7 +356,7 @@ def render(data: dict[str, Any]) -> str:
         "`torch.autocast('cpu', torch.bfloat16)`) against our `propagate(size=-1, "
         "precision=...)` defaults. After a 3-frame warm-up of each (ours measures its "
         "convolution kernels there), upstream and ours run alternately, "
-        f"{data['plan']['reps']} times each; ms/frame = (clip time − first frame) / (frames − 1), "
+        "*reps* times each; ms/frame = (clip time − first frame) / (frames − 1), "
         "median of the runs; ratio = upstream / ours. Fewer frames for 3 objects, 480p and "
         "bf16 keep the run in budget (nothing is skipped). Pixel agreement compares the last "
         "runs' masks; random weights make near-ties common, so bf16 agreement is low by "
@@ -353,6 +369,12 @@ def render(data: dict[str, Any]) -> str:
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream", default=None,
                         help="path of an hkchengrex/XMem checkout (default: $XMEM_UPSTREAM)")
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=None,
+                        help="only these precisions (default both)")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="alternating repetitions per case (default 2)")
+    parser.add_argument("--keep-other-rows", action="store_true",
+                        help="keep the rows of other precisions already in the results file")
     parser.add_argument("--frames-scale", type=float, default=1.0,
                         help="multiply every case's frame count (at least 3 frames each): "
                              "fit a slower machine's budget without dropping a case")
