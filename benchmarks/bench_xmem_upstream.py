@@ -259,7 +259,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                    weights_only=True))
     rows = []
     clips: dict[tuple[int, int, int], Any] = {}
+    done = {case_key(r) for r in earlier_rows(out)} if args.resume else set()
     for case in plan.cases():
+        if case_key(case.__dict__) in done:
+            print(f"  {case}: already in {out.name} (--resume)", flush=True)
+            continue
         key = (case.height, case.width, case.objects)
         if key not in clips:
             clips[key] = synthetic.make_clip(num_frames=max(plan.frames.values()),
@@ -274,15 +278,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def result(args: argparse.Namespace, plan: Plan, path: Path, threads: int,
            rows: list[dict], out: Path) -> dict[str, Any]:
-    """This run's JSON; with ``--keep-other-rows`` also the rows of the other precisions
-    found in ``out`` (so fp32 and bf16 can be measured by separate runs, one file)."""
+    """This run's JSON; with ``--keep-other-rows`` also the rows already in ``out`` for the
+    cases this run did not measure (so fp32 and bf16, or a resumed run, share one file)."""
     from xmem.conv import kernel_choices
 
-    if args.keep_other_rows and out.is_file():
-        import json
-
-        earlier = json.loads(out.read_text(encoding="utf-8")).get("rows", [])
-        rows = [r for r in earlier if r["precision"] not in plan.precisions] + rows
+    if args.keep_other_rows:
+        measured = {case_key(r) for r in rows}
+        rows = [r for r in earlier_rows(out) if case_key(r) not in measured] + rows
+        rows.sort(key=lambda r: (r["precision"] != "fp32", r["height"], r["objects"]))
     return {
         "plan": {"sizes": plan.sizes, "objects": plan.objects, "precisions": plan.precisions,
                  "reps": plan.reps},
@@ -294,6 +297,20 @@ def result(args: argparse.Namespace, plan: Plan, path: Path, threads: int,
         "rows": rows,
         "kernel_choices": kernel_choices(),
     }
+
+
+def case_key(row: dict[str, Any]) -> tuple:
+    """What identifies a case in the results: precision, size and objects."""
+    return (row["precision"], row["height"], row["width"], row["objects"])
+
+
+def earlier_rows(out: Path) -> list[dict[str, Any]]:
+    """The rows of an existing results file (none when there is none)."""
+    import json
+
+    if not out.is_file():
+        return []
+    return list(json.loads(out.read_text(encoding="utf-8")).get("rows", []))
 
 
 def upstream_commit(path: Path) -> str | None:
@@ -375,6 +392,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="alternating repetitions per case (default 2)")
     parser.add_argument("--keep-other-rows", action="store_true",
                         help="keep the rows of other precisions already in the results file")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip the cases already in the results file (with "
+                             "--keep-other-rows: finish a run that was cut short)")
     parser.add_argument("--frames-scale", type=float, default=1.0,
                         help="multiply every case's frame count (at least 3 frames each): "
                              "fit a slower machine's budget without dropping a case")
