@@ -357,6 +357,10 @@ def render(data: dict[str, Any]) -> str:
     bf16 = ("native" if data["cpu_bf16"] else
             "not native on this CPU: PyTorch emulates it in fp32 arithmetic, so bf16 "
             "timings here say nothing about a CPU with AVX512-BF16 or AMX")
+    measured = {case_key(r) for r in data["rows"]}
+    missing = [f"{p} {h}x{w} {k} obj" for p in FULL.precisions if not data["quick"]
+               for (h, w) in data["plan"]["sizes"] for k in data["plan"]["objects"]
+               if (p, h, w, k) not in measured]
     choices = data.get("kernel_choices", {})
     counts: dict[str, int] = {}
     for kernel in choices.values():
@@ -364,8 +368,14 @@ def render(data: dict[str, Any]) -> str:
     return "\n\n".join([
         f"**CPU: {data['cpu_model']}**, {data['torch_threads']} torch threads; bf16 {bf16}. "
         f"Upstream: `{data['upstream_path']}` at commit "
-        f"`{data.get('upstream_commit') or 'unknown (not a git work tree)'}`.",
+        f"`{data.get('upstream_commit') or 'unknown (not a git work tree)'}`. Load average "
+        f"(1/5/15 min) when written: "
+        f"{'/'.join(map(str, data.get('machine', {}).get('load_average', [])))} (above ~0.5 "
+        "on these cores means other work shared them: absolute times are then pessimistic, "
+        "and only the interleaved ratios compare).",
         B.markdown_table(*table_rows(data)),
+        *([f"**Not measured yet:** {', '.join(missing)} (the run was stopped first; "
+           "finish it with `--keep-other-rows --resume`)."] if missing else []),
         "How measured: synthetic clips (`synthetic.make_clip`, seed 0, ids "
         f"{', '.join(map(str, IDS))}) made at the working size, so neither side resizes or "
         "pads; the XMem recipe weights (random, same shapes as XMem.pth) loaded strictly into "
