@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import subprocess
 import sys
 import time
@@ -38,9 +39,15 @@ SECTIONS = {
     "protocol": ("bench_protocol", "4. Labeling-tool protocol: memory of a long request"),
     "template": ("bench_template", "5. Template: bake and install"),
     "container": ("bench_container", "6. Docker images of the generated apps"),
+    "xmem_upstream": ("bench_xmem_upstream", "7. XMem vs upstream XMem on CPU"),
 }
 # Order of the runs: the memory benchmark adapts its lengths to the budget left, so it is last.
-RUN_ORDER = ("tracker", "serving", "protocol", "template", "container", "xmem_memory")
+RUN_ORDER = ("tracker", "serving", "protocol", "template", "container", "xmem_upstream",
+             "xmem_memory")
+# Benchmarks that need something the repository does not ship: the environment variable
+# that points to it, and how to get it. Without it they are skipped (their section says so).
+NEEDS_ENV = {"xmem_upstream": ("XMEM_UPSTREAM", "git clone https://github.com/hkchengrex/XMem "
+                                                "PATH, then XMEM_UPSTREAM=PATH")}
 # Budget of the benchmarks that adapt: a share of the whole budget for the tracker (only its
 # optional 3-object comparison can be cut), whatever is left for the memory benchmark.
 BUDGET_SHARE = {"tracker": 0.4}
@@ -145,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     load_before = machine.load_average()
     chosen = [name for name in RUN_ORDER if not args.only or name in args.only]
+    for name, (variable, how) in NEEDS_ENV.items():
+        if name in chosen and not os.environ.get(variable):
+            print(f"skipping {name}: ${variable} is not set ({how})", flush=True)
+            chosen.remove(name)
     status: dict[str, dict[str, Any]] = {}
     total = args.budget_min * 60
     for name in chosen:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from xmem import CheckpointError, XMemNetwork, load_network, network_from_state_dict
-from xmem.conv import NNPACK_MIN_PIXELS, Conv2d, conv2d, conv_bn, fast_convs, nnpack_available
+from xmem.conv import TUNER, Conv2d, candidates, conv_bn, fast_convs, nnpack_available
 from xmem.inference import argmax_channels
+from xmem.kernels import KernelTuner
 from xmem.memory import KeyValueStore, MemoryManager, get_similarity, topk_softmax
 from xmem.modules import FeatureFusionBlock
 from xmem.recipe import recipe_state_dict, write_recipe_weights
@@ -191,45 +193,121 @@ def test_shared_image_fusion_matches_concatenation():
         assert torch.allclose(fuser(x, g, share_image=True), fuser(x, g), atol=1e-5)
 
 
-# ----------------------------------------------------------------- Winograd 3x3 convs
+# ------------------------------------------------------- convolution kernels, measured
 @pytest.mark.skipif(not nnpack_available(), reason="this PyTorch build has no NNPACK")
-def test_winograd_conv_matches_direct_conv():
+def test_every_3x3_kernel_computes_the_same_convolution():
     torch.manual_seed(0)
     conv = Conv2d(24, 16, 3, padding=1).eval()
-    x = torch.randn(2, 24, 40, 48)  # above NNPACK_MIN_PIXELS
+    x = torch.randn(2, 24, 40, 48)
     with torch.inference_mode():
-        direct = conv(x)
-        with fast_convs():
-            fast = conv(x)
-            functional = conv2d(x, conv.weight, conv.bias, padding=1)
-        assert not torch.equal(direct, fast)  # really another algorithm ...
-        assert torch.allclose(direct, fast, rtol=1e-4, atol=1e-4)  # ... same convolution
-        assert torch.equal(fast, functional)
+        direct = F.conv2d(x, conv.weight, conv.bias, padding=1)
+        options = candidates(x, conv.weight, conv.bias, (1, 1), (1, 1), (1, 1), 1)
+        assert set(options) == {"direct", "channels_last", "nnpack", "nnpack_per_image"}
+        outputs = {name: fn() for name, fn in options.items()}
+    assert not torch.equal(outputs["nnpack"], direct)  # really another algorithm ...
+    for name, out in outputs.items():
+        assert out.shape == direct.shape and out.is_contiguous(), name
+        assert torch.allclose(out, direct, rtol=1e-4, atol=1e-4), name  # ... same convolution
 
 
-def test_small_feature_maps_keep_the_direct_conv():
-    """NNPACK's per-call kernel transform costs more than it saves on small maps."""
+def test_1x1_kernels_include_a_matrix_product():
     torch.manual_seed(0)
-    conv = Conv2d(24, 16, 3, padding=1).eval()
-    x = torch.randn(1, 24, 13, 21)
-    assert 13 * 21 < NNPACK_MIN_PIXELS
+    weight, bias, x = torch.randn(12, 8, 1, 1), torch.randn(12), torch.randn(3, 8, 7, 9)
     with torch.inference_mode():
-        direct = conv(x)
-        with fast_convs():
-            assert torch.equal(conv(x), direct)
+        options = candidates(x, weight, bias, (1, 1), (0, 0), (1, 1), 1)
+        assert "gemm" in options and "nnpack" not in options
+        for name, fn in options.items():
+            assert torch.allclose(fn(), F.conv2d(x, weight, bias), atol=1e-5), name
 
 
 @pytest.mark.parametrize("kwargs", [{"stride": 2}, {"dilation": 2, "padding": 2},
-                                    {"groups": 2}, {"kernel_size": 1, "padding": 0}],
-                         ids=["stride2", "dilated", "grouped", "1x1"])
-def test_winograd_conv_leaves_other_convs_alone(kwargs):
+                                    {"groups": 2}, {"kernel_size": 5, "padding": 2}],
+                         ids=["stride2", "dilated", "grouped", "5x5"])
+def test_other_convs_only_get_layout_choices(kwargs):
     torch.manual_seed(0)
     conv = Conv2d(8, 8, **{"kernel_size": 3, "padding": 1, **kwargs}).eval()
     x = torch.randn(1, 8, 10, 12)
     with torch.inference_mode():
-        direct = conv(x)
+        direct = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
+                          conv.groups)
+        options = candidates(x, conv.weight, conv.bias, conv.stride, conv.padding,
+                             conv.dilation, conv.groups)
+        assert set(options) == {"direct", "channels_last"}
         with fast_convs():
-            assert torch.equal(conv(x), direct)
+            assert torch.allclose(conv(x), direct, atol=1e-5)
+
+
+class FakeClock:
+    """Time that only advances when a fake kernel 'runs' for its cost."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def kernel(self, cost: float, calls: list[str], name: str):
+        def run() -> str:
+            calls.append(name)
+            self.now += cost
+            return name
+        return run
+
+
+def test_tuner_keeps_the_fastest_measures_once_and_logs_once(caplog):
+    clock, calls = FakeClock(), []
+    tuner = KernelTuner(clock=clock, min_rounds=2, max_rounds=2)
+    kernels = {"a": clock.kernel(3.0, calls, "a"), "b": clock.kernel(1.0, calls, "b"),
+               "c": clock.kernel(2.0, calls, "c")}
+    with caplog.at_level("INFO", logger="xmem.kernels"):
+        assert tuner.run("shape-1", kernels) == "b"
+        assert calls == ["a", "b", "c"] * 2  # interleaved rounds
+        calls.clear()
+        assert [tuner.run("shape-1", kernels) for _ in range(3)] == ["b"] * 3
+        assert calls == ["b"] * 3  # cached: no more measuring
+    assert tuner.choices() == {"shape-1": "b"}
+    assert tuner.timings("shape-1") == {"a": 3.0, "b": 1.0, "c": 2.0}
+    logged = [r.getMessage() for r in caplog.records if r.name == "xmem.kernels"]
+    assert len(logged) == 1 and "shape-1" in logged[0] and ": b " in logged[0]
+
+
+def test_tuner_chooses_per_key_and_keeps_the_minimum_of_noisy_rounds():
+    clock, calls = FakeClock(), []
+    costs = iter([9.0, 2.0, 1.0, 2.0])  # a: 9 then 1 (one slow round); b: 2 and 2
+    tuner = KernelTuner(clock=clock, min_rounds=2, max_rounds=2)
+
+    def noisy() -> str:
+        clock.now += next(costs)
+        return "a"
+    first = tuner.run("k1", {"a": noisy, "b": clock.kernel(2.0, calls, "b")})
+    second = tuner.run("k2", {"a": clock.kernel(5.0, calls, "a"),
+                              "b": clock.kernel(4.0, calls, "b")})
+    assert (first, second) == ("a", "b")
+    assert tuner.choices() == {"k1": "a", "k2": "b"}
+
+
+def test_tuner_measures_cheap_kernels_more_often():
+    clock, calls = FakeClock(), []
+    tuner = KernelTuner(clock=clock, min_rounds=2, max_rounds=6, cheap_s=1.0)
+    tuner.run("cheap", {"a": clock.kernel(0.01, calls, "a"), "b": clock.kernel(0.02, calls, "b")})
+    assert len(calls) == 12
+    calls.clear()
+    tuner.run("dear", {"a": clock.kernel(5.0, calls, "a"), "b": clock.kernel(6.0, calls, "b")})
+    assert len(calls) == 4
+
+
+def test_fast_convs_run_the_measured_choice():
+    torch.manual_seed(0)
+    conv = Conv2d(16, 8, 3, padding=1).eval()
+    x = torch.randn(1, 16, 9, 11)
+    with torch.inference_mode(), fast_convs():
+        out = conv(x)
+        chosen = [name for key, name in TUNER.choices().items()
+                  if key[2] == tuple(x.shape) and key[3] == tuple(conv.weight.shape)]
+        assert len(chosen) == 1
+        options = candidates(x, conv.weight, conv.bias, (1, 1), (1, 1), (1, 1), 1)
+        assert torch.equal(out, options[chosen[0]]())
+        assert torch.allclose(out, F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-5)
 
 
 def test_winograd_conv_is_off_outside_its_context_and_under_autograd():
@@ -274,3 +352,68 @@ def test_argmax_channels_matches_argmax_with_ties():
     prob = torch.rand(4, 7, 9)
     prob[2, :3] = prob[1, :3] = prob[:, :3].max(dim=0).values  # ties: first maximum wins
     assert torch.equal(argmax_channels(prob), prob.argmax(dim=0))
+
+
+# ---------------------------------------------------------------------- precision
+def test_precision_names_and_what_auto_means():
+    from xmem.schedule import Schedule, autocast_dtype
+
+    assert autocast_dtype("auto", "cuda") is torch.float16  # upstream's choice on CUDA
+    assert autocast_dtype("auto", "cpu") is None  # fp32 on CPU; bf16 is opt-in
+    assert autocast_dtype("fp32", "cuda") is None
+    assert autocast_dtype("bf16", "cpu") is torch.bfloat16
+    assert autocast_dtype("fp16", "cpu") is torch.float16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_dtype("fp8", "cpu")
+    cuda, cpu = Schedule.for_device("cuda"), Schedule.for_device("cpu")
+    assert (cuda.batch_keys, cuda.channels_last, cuda.sparse_read, cuda.fast_convs) == (
+        True, True, False, False)
+    assert (cpu.batch_keys, cpu.channels_last, cpu.sparse_read, cpu.fast_convs) == (
+        False, False, True, True)
+    assert Schedule.for_device("cpu", fast_ops=False).sparse_read is False
+
+
+def _memory_pair(dtype: torch.dtype, frames: int) -> tuple[MemoryManager, MemoryManager, list]:
+    """A dense fp32 reader and a sparse one fed the same memory rounded to `dtype`."""
+    from xmem.inference import DEFAULT_CONFIG
+    torch.manual_seed(0)
+    dense = MemoryManager(DEFAULT_CONFIG, hidden_dim=4, fast=False)
+    sparse = MemoryManager(DEFAULT_CONFIG, hidden_dim=4, fast=True)
+    queries = []
+    for _ in range(frames):  # 10 memory frames of 4x5 trigger a consolidation
+        key, s = torch.randn(1, 8, 4, 5).to(dtype), (torch.rand(1, 1, 4, 5) + 1).to(dtype)
+        value, sel = torch.randn(1, 2, 6, 4, 5).to(dtype), torch.rand(1, 8, 4, 5).to(dtype)
+        dense.add_memory(key.float(), s.float(), value.float(), sel.float())
+        with torch.autocast("cpu", dtype=dtype):
+            sparse.add_memory(key, s, value, sel)
+        queries.append((torch.randn(1, 8, 4, 5).to(dtype), torch.rand(1, 8, 4, 5).to(dtype)))
+    return dense, sparse, queries
+
+
+def test_sparse_memory_read_runs_under_bf16_with_fp32_sums():
+    """The CSR readout has no bf16 kernel on CPU (MKL): the read runs in fp32 from the
+    bf16 memory, and agrees with a dense fp32 read of the same rounded values."""
+    dense, sparse, queries = _memory_pair(torch.bfloat16, frames=8)
+    for q, qe in queries[:3]:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = sparse.match_memory(q, qe)
+        with torch.inference_mode():
+            reference = dense.match_memory(q.float(), qe.float())
+        assert fast.dtype == torch.float32
+        assert torch.allclose(fast, reference, atol=1e-5), (fast - reference).abs().max()
+    # after a consolidation (its prototypes computed under bf16 autocast) it still runs
+    _, sparse, queries = _memory_pair(torch.bfloat16, frames=12)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sparse.match_memory(*queries[0])
+    assert sparse.stats.consolidations == 1 and torch.isfinite(out).all()
+
+
+def test_softmax_and_aggregation_stay_fp32():
+    from xmem.memory import full_softmax
+    from xmem.network import aggregate
+    sim = torch.randn(1, 50, 7).to(torch.bfloat16)
+    for out in (topk_softmax(sim, 5), topk_softmax(sim, None), full_softmax(sim)):
+        assert out.dtype == torch.float32
+        assert torch.allclose(out.sum(dim=1), torch.ones(1, 7), atol=1e-6)
+    prob = aggregate(torch.rand(3, 4, 5).to(torch.bfloat16), dim=0)
+    assert prob.dtype == torch.float32 and torch.allclose(prob.sum(0), torch.ones(4, 5))

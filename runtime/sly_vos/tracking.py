@@ -26,7 +26,11 @@ class TrackerOutputError(Exception):
 
 
 class SupportsTrack(Protocol):
-    """The model contract: ``track`` reads frames in order and yields one mask per frame."""
+    """The model contract: ``track`` reads frames in order and yields one mask per frame.
+
+    Optional: ``session_info() -> dict``, extra fields for ``/get_session_info`` (settings
+    the model read from the environment, say).
+    """
 
     def track(
         self, frames: Iterator[np.ndarray], label_mask: np.ndarray

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from xmem import load_network, propagate
 from xmem.recipe import write_recipe_weights
+from xmem.schedule import PRECISIONS, autocast_dtype
+
+from .settings import SETTINGS
 
 WEIGHTS_REQUIRED = True
 # make_test_weights writes XMem's recipe weights: random, they run but do not track well.
 RANDOM_TEST_WEIGHTS = True
 WORKING_SHORT_SIDE = 480  # XMem's evaluation resolution; smaller videos stay native
 TEST_WEIGHTS_NAME = "XMem.pth"
+# 'auto' (fp16 autocast on CUDA, fp32 on CPU), 'fp32', 'bf16' or 'fp16'; read like the
+# runtime's other SERVE_XMEM_* variables (same prefix), when the model loads.
+PRECISION_ENV = f"{SETTINGS.env_prefix}_PRECISION"
+
+
+def precision_from_env() -> str:
+    """``SERVE_XMEM_PRECISION`` (default 'auto'); any other value refuses to load."""
+    value = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
+    if value not in PRECISIONS:
+        raise ValueError(f"{PRECISION_ENV}={value!r}: must be one of {', '.join(PRECISIONS)}")
+    return value
 
 
 class Tracker:
@@ -23,14 +39,24 @@ class Tracker:
     def __init__(self, weights_path: Path | None, device: str) -> None:
         if weights_path is None:
             raise ValueError("XMem needs a weights file (XMem.pth); got none")
+        self.precision = precision_from_env()
         self.device = device
         self.network = load_network(weights_path, device=device)
 
     def track(self, frames: Iterable[np.ndarray], label_mask: np.ndarray) -> Iterator[np.ndarray]:
         """frames: HxWx3 uint8 RGB, read as XMem goes; label_mask: HxW uint8 ids 1..K. Yields
-        each mask as soon as it is computed. fp16 autocast is used only on CUDA (the
-        default of ``propagate``); CPU stays fp32."""
-        return propagate(self.network, frames, label_mask, size=WORKING_SHORT_SIDE)
+        each mask as soon as it is computed, at ``SERVE_XMEM_PRECISION`` ('auto': fp16
+        autocast on CUDA, fp32 on CPU)."""
+        return propagate(self.network, frames, label_mask, size=WORKING_SHORT_SIDE,
+                         precision=self.precision)
+
+    def session_info(self) -> dict[str, Any]:
+        """Extra ``/get_session_info`` fields: the precision asked for and what it means on
+        this device."""
+        device_type = next(self.network.parameters()).device.type
+        dtype = autocast_dtype(self.precision, device_type)
+        return {"precision": self.precision,
+                "compute_dtype": "float32" if dtype is None else str(dtype).removeprefix("torch.")}
 
 
 def make_test_weights(directory: Path) -> Path | None:

@@ -123,6 +123,11 @@ class TrackingApp(sly.nn.inference.MaskTracking):
                 "max_objects": limits.MAX_OBJECTS,
             },
         )
+        # A model may report its own settings (e.g. precision): ``Tracker.session_info()``
+        # returns a dict of extra fields; the runtime's own fields are never overwritten.
+        extra = getattr(getattr(self, "tracker", None), "session_info", None)
+        if callable(extra):
+            info.update({k: v for k, v in dict(extra()).items() if k not in info})
         return info
 
     def serve(self) -> None:

@@ -1,13 +1,16 @@
-"""Faster convolutions for inference, when switched on: Winograd 3x3 and folded batch norm.
+"""Faster convolutions for inference, when switched on: kernels measured per shape, and
+folded batch norm.
 
-Stride-1 3x3 convolutions are about two thirds of XMem's CPU time (decoder at stride 4,
-fusion blocks, ResNet bottlenecks). PyTorch's default CPU path (oneDNN) computes them
-directly; NNPACK, which ships inside the standard PyTorch wheels, computes the same
-convolution with fast (Winograd / FFT) transforms, measured 1.4-2.7x faster on XMem's
-shapes at 480p on a 2-core AVX-512 CPU, with relative differences of ~1e-5 (float
-rounding). It is off by default and only ever used under `fast_convs()`, for
-eligible calls (CPU, float32, no autograd, 3x3, stride 1, padding 1, no groups or
-dilation); everything else, and builds without NNPACK, fall back to `F.conv2d`.
+Convolutions are most of XMem's CPU time (ResNet trunks, fusion blocks, decoder). Several
+kernels compute the same convolution: oneDNN's direct convolution on NCHW (PyTorch's
+default), the same on channels-last tensors, NNPACK's Winograd / FFT transforms (stride-1
+3x3, fp32; it ships in the standard x86-64 and ARM wheels) on the whole batch or image by
+image, and for 1x1 convolutions a plain matrix product. Which is fastest depends on the
+CPU and the shape, so under `fast_convs()` the first call of each shape times the eligible
+candidates and keeps the fastest for the process (`kernels.KernelTuner`; choices are logged
+once on the ``xmem.kernels`` logger and listed by `kernel_choices()`). Candidates differ
+only by float rounding (~1e-5 relative). Autograd calls, and every call outside the
+context, use plain `F.conv2d`.
 
 In the same context `conv_bn` folds an eval-mode batch norm into the preceding conv's
 weights (cached until either changes), which removes the ResNet encoders' separate
@@ -18,19 +21,19 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import KernelTuner
+
 _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("xmem_fast_convs", default=False)
 _NNPACK = bool(getattr(torch, "_nnpack_available", lambda: False)())
-# NNPACK transforms the kernel on every call, a fixed cost that only large feature maps pay
-# back. Measured per 3x3 conv on 2 cores (direct vs NNPACK, ms): 256->256 at 24x32 8.9 vs
-# 11.7, at 30x54 16.5 vs 13.6, at 120x214 327 vs 109; 512->512 at 12x16 12 vs 27. Below
-# this many pixels per map the direct conv is used (at 480p every XMem map is above it).
-NNPACK_MIN_PIXELS = 1536
+TUNER = KernelTuner()  # this process's measured choices
+DIRECT, CHANNELS_LAST, NNPACK, NNPACK_PER_IMAGE, GEMM = (
+    "direct", "channels_last", "nnpack", "nnpack_per_image", "gemm")
 
 
 def nnpack_available() -> bool:
@@ -40,8 +43,8 @@ def nnpack_available() -> bool:
 
 @contextlib.contextmanager
 def fast_convs(enabled: bool = True) -> Iterator[None]:
-    """In this context (thread/task local), route eligible 3x3 convolutions to NNPACK and
-    fold batch norms in `conv_bn`; both only when autograd is off."""
+    """In this context (thread/task local), run convolutions with the measured fastest
+    kernel per shape and fold batch norms in `conv_bn`; both only when autograd is off."""
     token = _ENABLED.set(bool(enabled))
     try:
         yield
@@ -49,33 +52,90 @@ def fast_convs(enabled: bool = True) -> Iterator[None]:
         _ENABLED.reset(token)
 
 
+def kernel_choices() -> dict[str, str]:
+    """Every kernel chosen so far in this process, keyed by a readable shape description."""
+    return {" ".join(map(str, key)): name for key, name in TUNER.choices().items()}
+
+
 def _pair(v: int | tuple[int, ...] | str) -> tuple[int, ...] | str:
-    return (v, v) if isinstance(v, int) else v
+    return (v, v) if isinstance(v, int) else tuple(v) if not isinstance(v, str) else v
 
 
-def _eligible(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, ...],
-              padding: tuple[int, ...] | str, dilation: tuple[int, ...], groups: int) -> bool:
-    return (_NNPACK and _ENABLED.get() and x.dim() == 4 and x.device.type == "cpu"
-            and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and tuple(weight.shape[-2:]) == (3, 3) and tuple(stride) == (1, 1)
-            and not isinstance(padding, str) and tuple(padding) == (1, 1)
-            and tuple(dilation) == (1, 1) and groups == 1
-            and not torch.is_grad_enabled() and x.shape[0] > 0
-            and x.shape[-2] * x.shape[-1] >= NNPACK_MIN_PIXELS)
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype F.conv2d will compute in: autocast's, when it is on for this device."""
+    if x.is_floating_point() and torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def candidates(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               stride: tuple[int, ...], padding: tuple[int, ...] | str,
+               dilation: tuple[int, ...], groups: int) -> dict[str, Callable[[], torch.Tensor]]:
+    """Every kernel that computes this convolution (outputs NCHW-contiguous)."""
+    def direct() -> torch.Tensor:
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    found: dict[str, Callable[[], torch.Tensor]] = {DIRECT: direct}
+    if x.dim() != 4 or x.device.type != "cpu":
+        return found
+    fp32 = _compute_dtype(x) == torch.float32 and weight.dtype == torch.float32
+    plain = (not isinstance(padding, str) and tuple(dilation) == (1, 1) and groups == 1)
+
+    def channels_last() -> torch.Tensor:
+        xc = x.contiguous(memory_format=torch.channels_last)
+        wc = weight.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(xc, wc, bias, stride, padding, dilation, groups).contiguous()
+
+    found[CHANNELS_LAST] = channels_last
+    if (_NNPACK and fp32 and plain and tuple(weight.shape[-2:]) == (3, 3)
+            and tuple(stride) == (1, 1) and tuple(padding) == (1, 1)):
+        def nnpack() -> torch.Tensor:
+            return torch._nnpack_spatial_convolution(x.contiguous(), weight.contiguous(), bias,
+                                                     [1, 1], [1, 1])
+        found[NNPACK] = nnpack
+        if x.shape[0] > 1:
+            # PyTorch runs NNPACK's inference algorithm for one image and its batched
+            # (training-oriented) one otherwise; per image can be several times faster.
+            def nnpack_per_image() -> torch.Tensor:
+                wc = weight.contiguous()
+                return torch.cat([torch._nnpack_spatial_convolution(
+                    x[i:i + 1].contiguous(), wc, bias, [1, 1], [1, 1])
+                    for i in range(x.shape[0])])
+            found[NNPACK_PER_IMAGE] = nnpack_per_image
+    if (fp32 and plain and tuple(weight.shape[-2:]) == (1, 1) and tuple(stride) == (1, 1)
+            and tuple(padding) == (0, 0)):
+        def gemm() -> torch.Tensor:
+            b, c, h, w = x.shape
+            out = torch.matmul(weight.reshape(weight.shape[0], c), x.reshape(b, c, h * w))
+            if bias is not None:
+                out = out + bias.reshape(1, -1, 1)
+            return out.reshape(b, -1, h, w)
+        found[GEMM] = gemm
+    return found
+
+
+def _eligible(x: torch.Tensor) -> bool:
+    return (_ENABLED.get() and x.dim() == 4 and x.device.type == "cpu"
+            and not torch.is_grad_enabled() and x.shape[0] > 0)
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
            dilation: int | tuple[int, int] = 1, groups: int = 1) -> torch.Tensor:
-    """`F.conv2d` with the NNPACK route for eligible calls (see module docstring)."""
-    if _eligible(x, weight, _pair(stride), _pair(padding), _pair(dilation), groups):
-        return torch._nnpack_spatial_convolution(x.contiguous(), weight.contiguous(), bias,
-                                                 [1, 1], [1, 1])
-    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    """`F.conv2d`; under `fast_convs` on CPU, through the kernel measured fastest for this
+    shape (see module docstring)."""
+    if not _eligible(x):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    st, pad, dil = _pair(stride), _pair(padding), _pair(dilation)
+    options = candidates(x, weight, bias, st, pad, dil, groups)
+    key = ("conv", str(_compute_dtype(x)).removeprefix("torch."), tuple(x.shape),
+           tuple(weight.shape), st, pad, dil, groups, bias is not None,
+           torch.get_num_threads())
+    return TUNER.run(key, options)
 
 
 class Conv2d(nn.Conv2d):
-    """`nn.Conv2d` (same parameters and state_dict keys) that may take the NNPACK route."""
+    """`nn.Conv2d` (same parameters and state_dict keys) that may take a measured kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode != "zeros":

@@ -6,7 +6,8 @@ long-term memory). For speed, the query keys of several frames can be encoded in
 batched pass ahead of the sequential memory loop (`batch_keys=True`, the CUDA default);
 the key encoder does not depend on memory, so this changes nothing but the batch size.
 On CPU the speed comes from cheaper arithmetic for the same maths (`fast_ops`, see
-`segment_video` and `conv.py`).
+`segment_video` and `conv.py`). Which of these a run uses, and its precision, is one
+`schedule.Schedule`, chosen per device but carried out by device-agnostic code.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from .conv import fast_convs
 from .memory import MemoryManager
 from .network import XMemNetwork, aggregate
+from .schedule import KEY_CHUNK, Schedule
 
 DEFAULT_CONFIG: dict[str, int | bool] = {
     "top_k": 30,
@@ -40,7 +42,6 @@ DEFAULT_CONFIG: dict[str, int | bool] = {
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAD_MULTIPLE = 16
-KEY_CHUNK = 8  # frames per batched key-encoder pass: bounded memory on long videos
 T = TypeVar("T")
 
 
@@ -190,7 +191,7 @@ class XMemEngine:
     """Upstream's `InferenceCore.step` schedule for one video with all objects on frame 0."""
 
     def __init__(self, network: XMemNetwork, num_objects: int, config: dict,
-                 fast: bool = True) -> None:
+                 fast: bool = True, sparse_read: bool | None = None) -> None:
         self.network = network
         self.fast = fast
         self.num_objects = num_objects
@@ -199,7 +200,8 @@ class XMemEngine:
         self.deep_update_every = config["deep_update_every"]
         self.deep_sync = self.deep_update_every < 0
         self.enable_long_term = config["enable_long_term"]
-        self.memory = MemoryManager(config, network.hidden_dim, fast=fast)
+        self.memory = MemoryManager(config, network.hidden_dim, fast=fast,
+                                    sparse=sparse_read)
         self.curr_ti = -1
         self.last_mem_ti = 0
         self.last_deep_update_ti = -self.deep_update_every
@@ -279,19 +281,12 @@ def _object_ids(mask: np.ndarray) -> list[int]:
     return [int(i) for i in ids if i != 0]
 
 
-def _autocast_ctx(device: torch.device, autocast: bool | None):
-    """fp16 autocast on CUDA only (CPU runs stay fp32, like upstream's no-op autocast)."""
-    use = device.type == "cuda" if autocast is None else (autocast and device.type == "cuda")
-    if use:
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def segment_video(network: XMemNetwork, frames: Sequence[np.ndarray], input_mask: np.ndarray,
                   size: int = 480, config: dict | None = None, *,
                   batch_keys: bool | None = None,
                   key_chunk: int = KEY_CHUNK, fast_ops: bool = True,
-                  autocast: bool | None = None, stats: dict | None = None) -> list[np.ndarray]:
+                  precision: str = "auto", schedule: Schedule | None = None,
+                  stats: dict | None = None) -> list[np.ndarray]:
     """Propagate the frame-0 label mask through `frames`.
 
     frames: HxWx3 uint8 RGB; input_mask: HxW integer ids (0 background, 1..255, gaps ok).
@@ -299,22 +294,28 @@ def segment_video(network: XMemNetwork, frames: Sequence[np.ndarray], input_mask
     per frame with the caller's ids; [0] is the input mask. `propagate` is the same as a
     generator over an iterable of frames (one mask per frame as soon as it exists).
 
+    `precision`: 'auto' (fp16 autocast on CUDA, as upstream; fp32 elsewhere), 'fp32',
+    'bf16' or 'fp16' (autocast to that dtype on any device; the memory read's similarity,
+    softmax and readout sums and the mask aggregation stay fp32). bf16 on CPU is opt-in:
+    fast only where the CPU has native bf16 (AVX512-BF16 / AMX), emulated elsewhere.
+
     Speed switches (outputs agree up to float rounding; for benchmarks and debugging):
     `batch_keys` encodes the keys of `key_chunk` frames per pass ahead of the memory loop
     (None = auto: on for CUDA, off for CPU, where batching measured 4-12% slower per frame
     at 240p-480p because the larger activations fall out of cache). `fast_ops` (default on):
     sparse top-k memory read, image half of the fusion convs computed once for all objects,
-    and on CPU stride-1 3x3 convs through NNPACK's Winograd kernels with batch norms folded
-    into the ResNet convs (the bulk of the CPU speed-up: 1.4-2.7x per conv at 480p);
-    `fast_ops=False` is upstream's dense read, per-object fusion and direct convs.
-    batch_keys=False, fast_ops=False is the plain upstream loop.
-    `autocast`: fp16 on CUDA (None = auto; never on CPU). `stats`, if given, is filled
-    with memory counters (consolidations, sizes, per-frame trace).
+    and on CPU each convolution shape through the kernel measured fastest on this machine
+    at its first use (oneDNN direct, channels-last, NNPACK Winograd, GEMM; see `conv.py`)
+    with batch norms folded into the ResNet convs; `fast_ops=False` is upstream's dense
+    read, per-object fusion and direct convs. batch_keys=False, fast_ops=False is the plain
+    upstream loop. `schedule` overrides all of these with an explicit `Schedule` (e.g. the
+    CUDA one on a CPU, for tests). `stats`, if given, is filled with memory counters
+    (consolidations, sizes, per-frame trace).
     """
     _validate_inputs(frames, input_mask)
     return list(propagate(network, frames, input_mask, size, config, batch_keys=batch_keys,
-                          key_chunk=key_chunk, fast_ops=fast_ops, autocast=autocast,
-                          stats=stats))
+                          key_chunk=key_chunk, fast_ops=fast_ops, precision=precision,
+                          schedule=schedule, stats=stats))
 
 
 def _checked_frames(frames: Iterable[np.ndarray], h: int, w: int) -> Iterator[np.ndarray]:
@@ -329,7 +330,8 @@ def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np
               size: int = 480, config: dict | None = None, *,
               batch_keys: bool | None = None,
               key_chunk: int = KEY_CHUNK, fast_ops: bool = True,
-              autocast: bool | None = None, stats: dict | None = None) -> Iterator[np.ndarray]:
+              precision: str = "auto", schedule: Schedule | None = None,
+              stats: dict | None = None) -> Iterator[np.ndarray]:
     """`segment_video` as a generator: reads `frames` (any iterable, the annotated frame
     first) as it goes and yields each mask as soon as it is computed, first the input mask.
 
@@ -337,6 +339,10 @@ def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np
     autocast and the fast convolutions are switched on around each step only, never while
     the caller holds a yielded mask. `stats` is filled when the generator is exhausted.
     """
+    device = next(network.parameters()).device
+    if schedule is None:
+        schedule = Schedule.for_device(device.type, precision, batch_keys=batch_keys,
+                                       key_chunk=key_chunk, fast_ops=fast_ops)
     mask = np.asarray(input_mask)
     if mask.ndim != 2:
         raise ValueError(f"input_mask must be HxW, got shape {mask.shape}")
@@ -359,22 +365,18 @@ def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np
             yield first.copy() if t == 0 else np.zeros((h, w), np.uint8)
         return
 
-    device = next(network.parameters()).device
-    use_cuda_fast = device.type == "cuda" and (autocast is None or autocast)
-    if use_cuda_fast:
+    if schedule.channels_last:
         network.to(memory_format=torch.channels_last)  # same values; faster fp16 convs
     work_hw = working_size(h, w, int(size))
-    prep = FramePreprocessor((h, w), work_hw, device, channels_last=use_cuda_fast)
-    if batch_keys is None:
-        batch_keys = device.type == "cuda"
-    chunk = max(1, int(key_chunk)) if batch_keys else 1
+    prep = FramePreprocessor((h, w), work_hw, device, channels_last=schedule.channels_last)
+    chunk = schedule.key_chunk if schedule.batch_keys else 1
     k = len(ids)
 
     def contexts() -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        stack.enter_context(_autocast_ctx(device, autocast))
-        stack.enter_context(fast_convs(fast_ops and device.type == "cpu"))
+        stack.enter_context(schedule.autocast(device.type))
+        stack.enter_context(fast_convs(schedule.fast_convs))
         return stack
 
     with contexts():
@@ -384,7 +386,8 @@ def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np
         if work_hw != (h, w):
             onehot = F.interpolate(onehot.unsqueeze(0), size=work_hw, mode="nearest")[0]
         onehot = F.pad(onehot, prep.pad)
-        engine = XMemEngine(network, k, cfg, fast=fast_ops)
+        engine = XMemEngine(network, k, cfg, fast=schedule.share_image,
+                            sparse_read=schedule.sparse_read)
     pending: list[torch.Tensor] = []  # device masks, copied to host once per chunk
     for t, (enc, last) in enumerate(encode_frames(network, checked, prep, chunk, contexts)):
         with contexts():
@@ -394,7 +397,8 @@ def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np
                 if work_hw != (h, w):
                     prob = F.interpolate(prob.unsqueeze(0), size=(h, w), mode="bilinear",
                                          align_corners=False)[0]
-                pending.append(lut[argmax_channels(prob) if fast_ops else prob.argmax(dim=0)])
+                pending.append(lut[argmax_channels(prob) if schedule.fast_argmax
+                                   else prob.argmax(dim=0)])
             del prob, enc
             ready = t == 0 or len(pending) >= chunk or last
             host = torch.stack(pending).cpu().numpy() if ready and pending else None

@@ -51,6 +51,7 @@ def topk_softmax(similarity: torch.Tensor, top_k: int | None) -> torch.Tensor:
     before exp: identical in exact arithmetic, and no NaN when all similarities are very
     negative (upstream exponentiates raw values and divides 0 by 0).
     """
+    similarity = similarity.float()  # sums of exponentials in fp32 under any autocast
     if top_k is None or top_k >= similarity.shape[1]:
         maxes = similarity.max(dim=1, keepdim=True)[0]
         x_exp = torch.exp(similarity - maxes)
@@ -62,7 +63,8 @@ def topk_softmax(similarity: torch.Tensor, top_k: int | None) -> torch.Tensor:
 
 
 def full_softmax(similarity: torch.Tensor) -> torch.Tensor:
-    """Max-subtracted softmax over dim 1 (upstream's consolidation branch)."""
+    """Max-subtracted softmax over dim 1 (upstream's consolidation branch), in fp32."""
+    similarity = similarity.float()
     maxes = similarity.max(dim=1, keepdim=True)[0]
     x_exp = torch.exp(similarity - maxes)
     return x_exp / x_exp.sum(dim=1, keepdim=True)
@@ -167,7 +169,8 @@ class MemoryManager:
     and long videos; results differ from the dense form only by float rounding.
     """
 
-    def __init__(self, config: dict, hidden_dim: int, fast: bool = False) -> None:
+    def __init__(self, config: dict, hidden_dim: int, fast: bool = False,
+                 sparse: bool | None = None) -> None:
         self.top_k: int = int(config["top_k"])
         self.enable_long_term: bool = bool(config["enable_long_term"])
         self.count_long_usage: bool = bool(config["enable_long_term_count_usage"])
@@ -184,6 +187,8 @@ class MemoryManager:
         self.min_work = self.max_work = 0
         self.stats = MemoryStats()
         self.fast = fast
+        # sparse read: where asked, else (fast) on CPU, where the CSR product is fast
+        self.sparse = sparse
         self._version = 0  # bumped on every change of the stored elements
         self._cache: tuple | None = None  # (version, aug_key, scale, values_t, n_long)
 
@@ -193,8 +198,10 @@ class MemoryManager:
         h, w = query_key.shape[-2:]
         qk = query_key.flatten(start_dim=2)
         qe = selection.flatten(start_dim=2) if selection is not None else None
-        if self.fast and qe is not None and qk.device.type == "cpu":
-            return self._match_sparse(qk[0], qe[0], h, w)
+        sparse = (self.fast and qk.device.type == "cpu") if self.sparse is None else self.sparse
+        if sparse and qe is not None:
+            with torch.autocast(qk.device.type, enabled=False):
+                return self._match_sparse(qk[0].float(), qe[0].float(), h, w)
         long_on = self.long is not None and self.long.engaged()
         if long_on:
             n_long = self.long.size
@@ -220,9 +227,11 @@ class MemoryManager:
         if self._cache is not None and self._cache[0] == self._version:
             return self._cache[1:]
         stores = [s for s in (self.long, self.work) if s is not None and s.engaged()]
-        mk = torch.cat([s.key for s in stores], -1)[0]              # [CK, N]
-        ms = torch.cat([s.shrinkage for s in stores], -1)[0]        # [1, N]
-        mv = torch.cat([s.value for s in stores], -1)               # [K, CV, N]
+        # fp32 whatever the precision: the three-term similarity cancels (bf16 inputs would
+        # move the top-k), and sparse products exist for fp32 only on CPU (MKL).
+        mk = torch.cat([s.key for s in stores], -1)[0].float()      # [CK, N]
+        ms = torch.cat([s.shrinkage for s in stores], -1)[0].float()  # [1, N]
+        mv = torch.cat([s.value for s in stores], -1).float()       # [K, CV, N]
         ck = mk.shape[0]
         # S^T = [e; qk*e; sum e*qk^2]^T @ [-mk^2; 2 mk; -1], then * s / sqrt(CK)
         aug = torch.cat([-mk.pow(2), 2 * mk, -torch.ones_like(mk[:1])], 0)

@@ -18,7 +18,9 @@ DEFAULT_DIMS = {"key_dim": 64, "value_dim": 512, "hidden_dim": 64}
 
 def aggregate(prob: torch.Tensor, dim: int) -> torch.Tensor:
     """Soft aggregation: add background = prod(1 - p), clamp to [1e-7, 1 - 1e-7], softmax of
-    log-odds. The clamp point matters: saturated objects must tie exactly as upstream."""
+    log-odds. The clamp point matters: saturated objects must tie exactly as upstream.
+    Always fp32 (1 - 1e-7 does not exist in fp16 or bf16)."""
+    prob = prob.float()
     new_prob = torch.cat([torch.prod(1 - prob, dim=dim, keepdim=True), prob], dim)
     new_prob = new_prob.clamp(1e-7, 1 - 1e-7)
     logits = torch.log(new_prob / (1 - new_prob))
