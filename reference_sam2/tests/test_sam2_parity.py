@@ -17,27 +17,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sam2_fixtures
 import torch
 import torch.nn.functional as F
+from serve_sam2 import model as sam2
 from transformers import Sam2VideoModel
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
-from serve_sam2 import model as sam2
 from sly_vos.dev import synthetic
 
 NUM_FRAMES = 9  # > 2 + window of the short-memory config: outputs are dropped mid-clip
 
 
 @pytest.fixture(scope="module")
-def short_memory_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """hiera-tiny at S=128 with a 3-frame memory and 4 object pointers, so that a short
-    clip already runs past the window the app keeps."""
-    config = sam2.small_config()
-    config.num_maskmem = 3
-    config.max_object_pointers_in_encoder = 4
-    # Seed 0: the random object-score head keeps both objects (with some seeds it drops them).
-    return sam2.write_random_weights(tmp_path_factory.mktemp("w") / "short", config, seed=0)
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sam2_fixtures.short_memory_weights(tmp_path_factory)
 
 
 def processor_pixel_values(frames: list[np.ndarray], size: int) -> torch.Tensor:
@@ -84,12 +79,12 @@ def reference_masks(
     return out
 
 
-def test_masks_equal_transformers_driven_directly(short_memory_weights: Path) -> None:
+def test_masks_equal_transformers_driven_directly(weights: Path) -> None:
     clip = synthetic.make_clip(num_frames=NUM_FRAMES, height=72, width=96, ids=(1, 2), seed=7)
-    tracker = sam2.Tracker(short_memory_weights, "cpu")
-    assert tracker.window == 3
+    tracker = sam2.Tracker(weights, "cpu")
+    assert tracker.window == sam2_fixtures.SHORT_WINDOW
     ours = list(tracker.track(iter(clip.frames), clip.masks[0]))
-    theirs = reference_masks(short_memory_weights, clip.frames, clip.masks[0])
+    theirs = reference_masks(weights, clip.frames, clip.masks[0])
     assert len(ours) == NUM_FRAMES
     np.testing.assert_array_equal(ours[0], clip.masks[0])  # the annotated frame: the input
     for index in range(1, NUM_FRAMES):

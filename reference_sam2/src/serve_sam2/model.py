@@ -49,7 +49,9 @@ class WeightsLayoutError(ValueError):
 def checkpoint_dir(weights_path: Path | None) -> Path:
     """The folder holding config.json + model.safetensors (a path to either file is accepted)."""
     if weights_path is None:
-        raise WeightsLayoutError("SAM 2 needs a checkpoint folder (config.json + model.safetensors)")
+        raise WeightsLayoutError(
+            "SAM 2 needs a checkpoint folder (config.json + model.safetensors)"
+        )
     folder = Path(weights_path)
     if folder.is_file():
         folder = folder.parent
@@ -65,7 +67,12 @@ def checkpoint_dir(weights_path: Path | None) -> Path:
 def load_model(weights_path: Path | None, device: str) -> Sam2VideoModel:
     """Load the checkpoint strictly: any missing, unexpected or mismatched key is an error."""
     folder = checkpoint_dir(weights_path)
-    model, info = Sam2VideoModel.from_pretrained(folder, output_loading_info=True)
+    try:
+        model, info = Sam2VideoModel.from_pretrained(folder, output_loading_info=True)
+    except (OSError, RuntimeError, ValueError) as exc:  # transformers raises RuntimeError on
+        # mismatched shapes: re-raised as a weights error, not a device failure
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsLayoutError(f"weights {folder} do not fit Sam2VideoModel: {first}") from exc
     problems = {k: v for k, v in info.items() if k != "error_msgs" and v}
     if problems or info.get("error_msgs"):
         raise WeightsLayoutError(f"weights {folder} do not fit Sam2VideoModel: {problems or info}")
@@ -86,7 +93,9 @@ class Preprocess:
         """HxWx3 uint8 RGB -> 1x3xSxS float32, normalised (resized on the CPU, in uint8)."""
         pixels = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
         pixels = pixels.contiguous().unsqueeze(0)
-        pixels = F.interpolate(pixels, self.size, mode="bilinear", align_corners=False, antialias=True)
+        pixels = F.interpolate(
+            pixels, self.size, mode="bilinear", align_corners=False, antialias=True
+        )
         normalised = (pixels.to(torch.float32) - self.mean) / self.std
         return normalised.to(self.device)
 
@@ -94,14 +103,18 @@ class Preprocess:
         """HxW bool -> 1x1xSxS float {0,1}."""
         mask = torch.from_numpy(np.ascontiguousarray(plane)).to(torch.float32)[None, None]
         if tuple(mask.shape[-2:]) != self.size:
-            mask = F.interpolate(mask, self.size, mode="bilinear", align_corners=False, antialias=True)
+            mask = F.interpolate(
+                mask, self.size, mode="bilinear", align_corners=False, antialias=True
+            )
             mask = (mask >= 0.5).to(torch.float32)
         return mask.to(self.device)
 
 
 def logits_to_labels(pred_masks: torch.Tensor, height: int, width: int) -> np.ndarray:
     """K x 1 x h x w logits -> HxW uint8 ids 0..K (highest positive logit wins)."""
-    logits = F.interpolate(pred_masks.float(), (height, width), mode="bilinear", align_corners=False)
+    logits = F.interpolate(
+        pred_masks.float(), (height, width), mode="bilinear", align_corners=False
+    )
     best, index = logits[:, 0].max(dim=0)
     labels = torch.where(best > 0, index + 1, torch.zeros_like(index))
     return labels.to(torch.uint8).cpu().numpy()
