@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from serve_sam2 import model as sam2
 
 SHORT_WINDOW = 3  # frames of outputs the app keeps with the short-memory configuration

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import sam2_fixtures
 from serve_sam2 import model as sam2
-
 from sly_vos.dev import synthetic
 
 NUM_FRAMES = 8

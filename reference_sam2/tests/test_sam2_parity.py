@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import sam2_fixtures
 import torch
 import torch.nn.functional as F
-from serve_sam2 import model as sam2
 from transformers import Sam2VideoModel
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
+import sam2_fixtures
+from serve_sam2 import model as sam2
 from sly_vos.dev import synthetic
 
 NUM_FRAMES = 9  # > 2 + window of the short-memory config: outputs are dropped mid-clip

@@ -41,7 +41,9 @@ Decisions (documented for users of the template):
 * When all attempts fail on transient errors, a non-empty ``.part`` is kept so that the next
   run resumes it (the error says so); any other failure removes it.
 * The ``$<PREFIX>_WEIGHTS`` override is used as given, without the checksum: it is how you run
-  your own (fine-tuned) file. ``load_checkpoint`` still refuses code in it.
+  your own (fine-tuned) file. ``load_checkpoint`` still refuses code in it. It may also name
+  a folder (a checkpoint of several files, such as transformers' config.json +
+  model.safetensors): the model then gets the folder.
 
 Errors are ``WeightsError``, deliberately not a ``RuntimeError``: the SDK retries
 ``load_on_device`` on CPU after a ``RuntimeError``, which would only repeat the failure.
@@ -583,13 +585,20 @@ def resolve_weights(
         log.warning("%s does not match sha256 %s; not using it", local, expected)
     if override := os.environ.get(settings.weights_env):
         path = Path(override).expanduser()
-        if not path.is_file():
+        if not (path.is_file() or _is_checkpoint_dir(path)):
             raise WeightsError(
-                f"${settings.weights_env} is {override!r}, which is not a file; fix it, or "
-                f"unset it to download the weights into {directory}"
+                f"${settings.weights_env} is {override!r}, which is neither a file nor a "
+                f"folder holding a checkpoint's files; fix it, or unset it to download the "
+                f"weights into {directory}"
             )
         return path
     return _download_for(settings, url or settings.weights_url, directory, expected, policy)
+
+
+def _is_checkpoint_dir(path: Path) -> bool:
+    """A folder with at least one file: a checkpoint of several files (e.g. transformers'
+    config.json + model.safetensors) reaches the model as the folder holding them."""
+    return path.is_dir() and any(child.is_file() for child in path.iterdir())
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
