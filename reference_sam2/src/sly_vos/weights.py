@@ -2,9 +2,12 @@
 
 Where the weights come from (``resolve_weights``): ``<model_dir>/<weights_filename>`` when it
 matches the sha256, then the file named by ``$<PREFIX>_WEIGHTS``, then a download of
-``settings.weights_url`` into ``model_dir``. The Docker image bakes the file in at build time::
+``settings.weights_url`` into ``model_dir``. A model that declares named ``CHECKPOINTS``
+goes through ``checkpoints.resolve`` instead (same order, the chosen checkpoint's files).
+The Docker image bakes the weights in at build time::
 
-    python -m sly_vos.weights PACKAGE [--dest DIR] [--url URL] [--sha256 HEX] [--if-required]
+    python -m sly_vos.weights PACKAGE [--dest DIR] [--url URL] [--sha256 HEX] [--checkpoint NAME]
+                              [--if-required]
 
 What a download guarantees (``download_weights``):
 
@@ -656,6 +659,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--dest", type=Path, help="directory (default: $<PREFIX>_MODEL_DIR, /weights, ~/.cache)")
     add("--url", help="download from this URL (default: the app's weights_url)")
     add("--sha256", help="checksum, empty for none (default: the app's, or none with --url)")
+    add(
+        "--checkpoint",
+        help="a named checkpoint of the model's CHECKPOINTS (default: $<PREFIX>_CHECKPOINT, "
+        "else the declared default); ignored with --url",
+    )
     add("--if-required", action="store_true", help="do nothing when the model needs no weights")
     add("--quiet", action="store_true", help="no progress bar or notes")
     add("--attempts", type=int, default=DownloadPolicy.attempts, help="requests in all")
@@ -666,6 +674,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI body: 0 on success, 1 with one ``error:`` line on stderr on failure."""
+    from . import checkpoints  # no SDK either
     from .appspec import AppSpec, AppSpecError  # pydantic, no SDK; the app's modules on use
 
     args = _parser().parse_args(argv)
@@ -687,8 +696,14 @@ def main(argv: list[str] | None = None) -> int:
             quiet=args.quiet,
         )
         directory = args.dest if args.dest is not None else settings.default_model_dir()
-        url = args.url or settings.weights_url
-        path = _download_for(settings, url, directory, normalize_sha256(sha256), policy)
+        declared = checkpoints.declared(spec.model)
+        checkpoint = None if args.url else checkpoints.select(settings, declared, args.checkpoint)
+        if checkpoint is not None:
+            found = checkpoints.local(checkpoint, directory)
+            path = found or checkpoints.fetch(checkpoint, directory, policy)
+        else:
+            url = args.url or settings.weights_url
+            path = _download_for(settings, url, directory, normalize_sha256(sha256), policy)
     except (WeightsError, AppSpecError, ValueError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
