@@ -132,7 +132,7 @@ def unreachable() -> str:
 @pytest.mark.parametrize(
     ("kwargs", "rule"),
     [
-        ({"name": "Tiny"}, "name must match"),
+        ({"name": "tiny model"}, "name must match"),
         ({"files": ()}, "files must be plain file names"),
         ({"files": ("../x",)}, "files must be plain file names"),
         ({"urls": ("https://e.com/a",), "hub_repo": "o/r"}, "either urls"),

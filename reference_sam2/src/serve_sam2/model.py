@@ -33,6 +33,8 @@ from transformers import Sam2VideoConfig, Sam2VideoModel
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
+from sly_vos.checkpoints import Checkpoint
+
 WEIGHTS_REQUIRED = True
 # make_test_weights writes a randomly initialised network: it runs, it does not track.
 RANDOM_TEST_WEIGHTS = True
@@ -40,6 +42,25 @@ WEIGHTS_FILES = ("config.json", "model.safetensors")  # transformers' layout of 
 TEST_WEIGHTS_DIR = "sam2-random"
 TEST_IMAGE_SIZE = 128  # S of the test weights: small, so a frame takes tenths of a second
 RESCALE_FACTOR = 1 / 255  # the processor's do_rescale factor, fused into mean and std
+# Meta's SAM 2.1 in transformers' layout on the Hub; $SERVE_SAM2_CHECKPOINT picks one. No
+# sha256 is published for them. Pin HUB_REVISION to a commit hash for reproducible images.
+HUB_REVISION = "main"
+CHECKPOINTS = tuple(
+    Checkpoint(
+        size,
+        WEIGHTS_FILES,
+        hub_repo=f"facebook/sam2.1-hiera-{size}",
+        revision=HUB_REVISION,
+        default=size == "tiny",
+        note=note,
+    )
+    for size, note in (
+        ("tiny", "39 M parameters, 156 MB; SA-V test J&F 76.5"),
+        ("small", "46 M parameters; SA-V test J&F 76.6"),
+        ("base-plus", "81 M parameters; SA-V test J&F 78.2"),
+        ("large", "224 M parameters; SA-V test J&F 79.5"),
+    )
+)
 
 
 class WeightsLayoutError(ValueError):

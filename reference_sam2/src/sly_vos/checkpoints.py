@@ -35,7 +35,7 @@ from .weights import DownloadPolicy, WeightsError, download_weights, normalize_s
 if TYPE_CHECKING:
     from .settings import AppSettings
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # safe in a variable and a path
 HUB_CACHE = "hub"  # the Hub cache's folder under the model dir
 
 

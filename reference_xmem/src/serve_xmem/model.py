@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sly_vos.checkpoints import Checkpoint
 from xmem import load_network, propagate
 from xmem.recipe import write_recipe_weights
 
@@ -15,6 +16,23 @@ WEIGHTS_REQUIRED = True
 RANDOM_TEST_WEIGHTS = True
 WORKING_SHORT_SIDE = 480  # XMem's evaluation resolution; smaller videos stay native
 TEST_WEIGHTS_NAME = "XMem.pth"
+RELEASE = "https://github.com/hkchengrex/XMem/releases/download/v1.0/"
+# XMem's v1.0 release; $SERVE_XMEM_CHECKPOINT picks one (no sha256 is published).
+CHECKPOINTS = (
+    Checkpoint(
+        "XMem",
+        ("XMem.pth",),
+        urls=(RELEASE + "XMem.pth",),
+        default=True,
+        note="the release's default model",
+    ),
+    Checkpoint(
+        "XMem-s012",
+        ("XMem-s012.pth",),
+        urls=(RELEASE + "XMem-s012.pth",),
+        note="the s012 variant (with the BL30K training stage, see XMem's README)",
+    ),
+)
 
 
 class Tracker:

@@ -662,7 +662,7 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--checkpoint",
         help="a named checkpoint of the model's CHECKPOINTS (default: $<PREFIX>_CHECKPOINT, "
-        "else the declared default); ignored with --url",
+        "else --url when given, else the declared default)",
     )
     add("--if-required", action="store_true", help="do nothing when the model needs no weights")
     add("--quiet", action="store_true", help="no progress bar or notes")
@@ -697,7 +697,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         directory = args.dest if args.dest is not None else settings.default_model_dir()
         declared = checkpoints.declared(spec.model)
-        checkpoint = None if args.url else checkpoints.select(settings, declared, args.checkpoint)
+        chosen = args.checkpoint or os.environ.get(settings.checkpoint_env, "").strip()
+        # A checkpoint named explicitly wins; otherwise --url (a mirror of the one weights
+        # file) as for a model without checkpoints, else the declared default.
+        use_url = bool(args.url) and not chosen
+        checkpoint = None if use_url else checkpoints.select(settings, declared, chosen or None)
         if checkpoint is not None:
             found = checkpoints.local(checkpoint, directory)
             path = found or checkpoints.fetch(checkpoint, directory, policy)
