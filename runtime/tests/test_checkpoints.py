@@ -8,7 +8,6 @@ import random
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 
@@ -18,6 +17,7 @@ from sly_vos import checkpoints as ck
 from sly_vos.app import _checkpoint_or_exit
 from sly_vos.appspec import AppSpec
 from sly_vos.settings import AppSettings
+from sly_vos.testing.hub import HubStandIn
 from sly_vos.weights import WeightsError
 from sly_vos.weights import main as weights_cli
 
@@ -47,77 +47,15 @@ def hub(name: str = "tiny", default: bool = True, **kw: object) -> ck.Checkpoint
 # ---------------------------------------------------------------- a Hub stand-in
 
 
-class HubStandIn:
-    """``/<repo>/resolve/<revision>/<file>`` as the Hub answers it (commit and sha256 ETag
-    headers); ``fail`` statuses are answered first, ``truncate`` cuts the next body short."""
-
-    def __init__(self) -> None:
-        self.files = {"config.json": CONFIG, "model.safetensors": TENSORS}
-        self.log: list[tuple[str, str, str | None]] = []
-        self.fail: list[int] = []
-        self.truncate = 0
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def answer(self, body: bool) -> None:
-                stand_in.log.append((self.command, self.path, self.headers.get("Authorization")))
-                name = self.path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
-                if stand_in.fail:
-                    self.send_response(stand_in.fail.pop(0))
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = stand_in.files.get(name)
-                if data is None:
-                    self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                start = 0
-                asked = self.headers.get("Range", "")
-                if asked.startswith("bytes=") and asked.endswith("-"):
-                    start = int(asked[6:-1])
-                self.send_response(206 if start else 200)
-                self.send_header("X-Repo-Commit", COMMIT)
-                self.send_header("ETag", f'"{sha(data)}"')
-                if start:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                data = data[start:]
-                if body:
-                    cut = len(data) // 2 if stand_in.truncate and name != "config.json" else None
-                    if cut is not None:
-                        stand_in.truncate -= 1
-                    self.wfile.write(data[:cut])
-
-            def do_HEAD(self) -> None:  # noqa: N802
-                self.answer(False)
-
-            def do_GET(self) -> None:  # noqa: N802
-                self.answer(True)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-
-    def gets(self, name: str) -> int:
-        return sum(1 for cmd, path, _ in self.log if cmd == "GET" and path.endswith("/" + name))
-
-
 @pytest.fixture
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]:
-    srv = HubStandIn()
+    srv = HubStandIn({"config.json": CONFIG, "model.safetensors": TENSORS}, COMMIT).start()
     monkeypatch.setenv("HF_ENDPOINT", srv.url)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv(SETTINGS.weights_env, raising=False)
     yield srv
-    srv.server.shutdown()
+    srv.stop()
 
 
 def unreachable() -> str:
@@ -250,7 +188,8 @@ def test_hub_token_is_sent(
 ) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_secret_for_test")
     ck.fetch(hub(), tmp_path)
-    assert {auth for _, _, auth in stand_in.log} == {"Bearer hf_secret_for_test"}
+    sent = {auth for _, path, auth in stand_in.log if "/resolve/" in path}
+    assert sent == {"Bearer hf_secret_for_test"}
 
 
 def test_offline_without_the_files_is_a_clear_error(
@@ -284,7 +223,9 @@ def test_a_transient_error_is_retried_and_a_cut_body_resumed(
     stand_in.truncate = 1
     folder = ck.fetch(hub(), tmp_path)
     assert (folder / "model.safetensors").read_bytes() == TENSORS
-    assert stand_in.gets("model.safetensors") == 2  # the second asked for the rest only
+    assert (folder / "config.json").read_bytes() == CONFIG
+    assert stand_in.file_gets() == 3  # the cut file was asked for once more (the rest only)
+    assert [code for code in stand_in.fail] == []  # the 500 was answered, then retried
 
 
 def test_a_refused_download_is_a_clear_error_and_leaves_nothing(
