@@ -38,9 +38,10 @@ SECTIONS = {
     "protocol": ("bench_protocol", "4. Labeling-tool protocol: memory of a long request"),
     "template": ("bench_template", "5. Template: bake and install"),
     "container": ("bench_container", "6. Docker images of the generated apps"),
+    "sam2": ("bench_sam2", "7. SAM 2.1 on the CPU (reference_sam2)"),
 }
 # Order of the runs: the memory benchmark adapts its lengths to the budget left, so it is last.
-RUN_ORDER = ("tracker", "serving", "protocol", "template", "container", "xmem_memory")
+RUN_ORDER = ("tracker", "serving", "protocol", "template", "container", "sam2", "xmem_memory")
 # Budget of the benchmarks that adapt: a share of the whole budget for the tracker (only its
 # optional 3-object comparison can be cut), whatever is left for the memory benchmark.
 BUDGET_SHARE = {"tracker": 0.4}
