@@ -123,3 +123,14 @@ def test_test_weights_are_the_tiny_architecture_in_transformers_layout(tmp_path:
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "sam2_video" and config["image_size"] == sam2.TEST_IMAGE_SIZE
     assert sam2.make_test_weights(tmp_path) == folder  # reused, not rewritten
+
+
+def test_checkpoints_are_the_four_sam21_sizes_on_the_hub() -> None:
+    from sly_vos import checkpoints
+
+    declared = checkpoints.declared(sam2)
+    assert [c.name for c in declared] == ["tiny", "small", "base-plus", "large"]
+    assert [c.name for c in declared if c.default] == ["tiny"]
+    for checkpoint in declared:
+        assert checkpoint.hub_repo == f"facebook/sam2.1-hiera-{checkpoint.name}"
+        assert checkpoint.files == sam2.WEIGHTS_FILES and checkpoint.revision

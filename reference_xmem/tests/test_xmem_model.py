@@ -274,3 +274,16 @@ def test_argmax_channels_matches_argmax_with_ties():
     prob = torch.rand(4, 7, 9)
     prob[2, :3] = prob[1, :3] = prob[:, :3].max(dim=0).values  # ties: first maximum wins
     assert torch.equal(argmax_channels(prob), prob.argmax(dim=0))
+
+
+def test_checkpoints_are_the_two_files_of_xmems_release() -> None:
+    from serve_xmem import model
+    from sly_vos import checkpoints
+
+    declared = checkpoints.declared(model)
+    assert [(c.name, c.files, c.default) for c in declared] == [
+        ("XMem", ("XMem.pth",), True),
+        ("XMem-s012", ("XMem-s012.pth",), False),
+    ]
+    release = "https://github.com/hkchengrex/XMem/releases/download/v1.0/"
+    assert [c.urls for c in declared] == [(release + "XMem.pth",), (release + "XMem-s012.pth",)]
