@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +137,16 @@ def draw_figures(stand_in: Any, video: int, mask: np.ndarray) -> list[int]:
             for k, oid in zip(IDS, OBJECT_IDS, strict=True)]
 
 
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=int, help="frames of the real-size tracker run")
+    parser.add_argument("--memory-frames", type=int, help="frames of the long memory run")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = QUICK if args.quick else FULL
+    if args.frames or args.memory_frames:  # a loaded machine: fewer frames, said in the JSON
+        plan = replace(plan, frames=args.frames or plan.frames,
+                       memory_frames=args.memory_frames or plan.memory_frames)
     sys.path[:0] = [str(SAM2_DIR / "src"), str(Path(__file__).parent)]
     from serve_sam2.model import small_config, write_random_weights
 
@@ -152,9 +160,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         served_run = first_async_result(real, plan, tmp)
         print(f"  memory at {plan.memory_size}, {plan.memory_frames} frames", flush=True)
         memory = track_run(small, plan, plan.memory_frames)
-    return {"plan": asdict(plan), "cpu": machine.machine_info()["cpu_model"],
-            "threads": machine.cpu_count(), "tracker": tracker, "served": served_run,
-            "memory": memory}
+    info = machine.machine_info()
+    return {"plan": asdict(plan), "cpu": info["cpu_model"], "threads": machine.cpu_count(),
+            "load_average_after": info["load_average"], "tracker": tracker,
+            "served": served_run, "memory": memory}
 
 
 # ---------------------------------------------------------------- rendering
@@ -171,6 +180,7 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     headers = ["measurement", "value"]
     rows = [
         ["CPU (threads used)", f"{data['cpu']} ({data['threads']})"],
+        ["load average after (1/5/15 min)", "/".join(map(str, data["load_average_after"]))],
         [f"model load s (S={plan['image_size']})", B.fmt(tr["load_s"], 2)],
         [f"annotated frame ms ({frame}, S={plan['image_size']})", tr["seconds"][0] * 1000],
         ["tracked frame ms, frames 1-7 median", B.median(tr["seconds"][1:8]) * 1000],
@@ -214,4 +224,4 @@ def render(data: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(B.main(NAME, __doc__, run, print_tables))
+    sys.exit(B.main(NAME, __doc__, run, print_tables, add_args=add_args))

@@ -134,6 +134,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="tiny sizes; writes results-quick/ and RESULTS-quick.md")
     parser.add_argument("--only", action="append", choices=list(SECTIONS), metavar="NAME",
                         help=f"run only this benchmark (repeatable): {', '.join(SECTIONS)}")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: re-render RESULTS.md from results/*.json")
     parser.add_argument("--budget-min", type=float, default=45.0,
                         help="minutes the whole run may take (the memory benchmark adapts)")
     args = parser.parse_args(argv)
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     load_before = machine.load_average()
     chosen = [name for name in RUN_ORDER if not args.only or name in args.only]
+    if args.render_only:
+        chosen = []
     status: dict[str, dict[str, Any]] = {}
     total = args.budget_min * 60
     for name in chosen:
