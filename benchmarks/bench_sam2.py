@@ -57,7 +57,7 @@ class Plan:
     memory_frames: int
 
 
-FULL = Plan(480, 854, 1024, 12, 3, 128, 300)
+FULL = Plan(480, 854, 1024, 24, 3, 128, 300)
 QUICK = Plan(160, 284, 256, 4, 2, 128, 12)
 
 
@@ -215,11 +215,14 @@ def render(data: dict[str, Any]) -> str:
         "(rendered at 1/4 size and upscaled), frames generated one by one as `track` asks. "
         "The served run is the real `uvicorn main:model.app` of a copy of reference_sam2 "
         "with a `PlatformStandIn` as its platform; the first result is the first "
-        "`/pop_tracking_results` pull (every 0.25 s) that holds a figure. The 300-frame "
-        f"memory run uses input size {plan['memory_size']} (same parameters, same session "
-        "bookkeeping; a 300-frame request at 1024 takes about an hour on 2 shared cores): "
-        "RSS flat after the window means the app drops what the session no longer reads. "
-        "Random weights give noise masks; only time and memory mean something here.",
+        "`/pop_tracking_results` pull (every 0.25 s) that holds a figure. The "
+        f"{plan['memory_frames']}-frame memory run uses input size {plan['memory_size']} "
+        "(same parameters, same session bookkeeping; a 300-frame request at 1024 takes about "
+        "an hour on 2 shared cores): RSS flat after the 16-frame window means the app drops "
+        "what the session no longer reads. Fewer frames than the plan's (24 at 1024, 300 "
+        "for memory) mean the run was cut to fit a loaded machine (`--frames`, "
+        "`--memory-frames`); the load average is in the table. Random weights give noise "
+        "masks; only time and memory mean something here.",
     ])
 
 
