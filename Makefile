@@ -11,8 +11,8 @@ demo: setup
 	$(PY) scripts/demo.py --out out/demo
 
 # Three suites: the template (bakes, hooks, the reference rendering, a bake installed in a
-# fresh venv, the Docker images), the runtime's own tests, and reference_xmem's (the
-# runtime's suites against XMem, and XMem's own tests).
+# fresh venv, the Docker images), the runtime's own tests, and the reference apps' (the
+# runtime's suites against XMem and SAM 2.1, and each model's own tests).
 test: setup test-template test-runtime test-reference
 
 test-template:
@@ -23,6 +23,7 @@ test-runtime:
 
 test-reference:
 	cd reference_xmem && ../$(PY) -m pytest
+	cd reference_sam2 && ../$(PY) -m pytest
 
 bench: setup
 	$(PY) benchmarks/run_all.py

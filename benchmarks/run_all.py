@@ -40,10 +40,11 @@ SECTIONS = {
     "template": ("bench_template", "5. Template: bake and install"),
     "container": ("bench_container", "6. Docker images of the generated apps"),
     "xmem_upstream": ("bench_xmem_upstream", "7. XMem vs upstream XMem on CPU"),
+    "sam2": ("bench_sam2", "8. SAM 2.1 on the CPU (reference_sam2)"),
 }
 # Order of the runs: the memory benchmark adapts its lengths to the budget left, so it is last.
 RUN_ORDER = ("tracker", "serving", "protocol", "template", "container", "xmem_upstream",
-             "xmem_memory")
+             "sam2", "xmem_memory")
 # Benchmarks that need something the repository does not ship: the environment variable
 # that points to it, and how to get it. Without it they are skipped (their section says so).
 NEEDS_ENV = {"xmem_upstream": ("XMEM_UPSTREAM", "git clone https://github.com/hkchengrex/XMem "
@@ -140,6 +141,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="tiny sizes; writes results-quick/ and RESULTS-quick.md")
     parser.add_argument("--only", action="append", choices=list(SECTIONS), metavar="NAME",
                         help=f"run only this benchmark (repeatable): {', '.join(SECTIONS)}")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: re-render RESULTS.md from results/*.json")
     parser.add_argument("--budget-min", type=float, default=45.0,
                         help="minutes the whole run may take (the memory benchmark adapts)")
     args = parser.parse_args(argv)
@@ -156,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in chosen and not os.environ.get(variable):
             print(f"skipping {name}: ${variable} is not set ({how})", flush=True)
             chosen.remove(name)
+    if args.render_only:
+        chosen = []
     status: dict[str, dict[str, Any]] = {}
     total = args.budget_min * 60
     for name in chosen:

@@ -1,9 +1,11 @@
-"""How ``reference_xmem/`` relates to the template: rendered answers plus a declared model.
+"""How the reference apps relate to the template: rendered answers plus a declared model.
 
-``reference_xmem/.cruft.json`` holds the answers (the same record every generated app
-keeps; only its answers are compared, its template URL and commit say where an app came
-from). Rendering them must give every file of ``reference_xmem/`` byte for byte, except the
-files declared below: the template files the model fills in, and the model's own files.
+There are two: ``reference_xmem/`` (our own XMem package) and ``reference_sam2/`` (SAM 2.1
+on transformers). Each one's ``.cruft.json`` holds the answers (the same record every
+generated app keeps; only its answers are compared, its template URL and commit say where an
+app came from). Rendering them must give every file of the reference byte for byte, except
+the files its ``Reference`` declares below: the template files the model fills in, and the
+model's own files.
 The vendored runtime ``src/sly_vos`` is a real copy, as in every generated app (the folder is
 a Docker build context and may be copied or pushed on its own): it must equal
 ``runtime/sly_vos`` byte for byte, and its ``VENDORED.json`` the record a render writes, but
@@ -19,27 +21,48 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from cookiecutter.main import cookiecutter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO_ROOT / "reference_xmem"
 RUNTIME_DIR = REPO_ROOT / "runtime" / "sly_vos"
 VENDORED = "src/sly_vos"  # a verbatim copy of RUNTIME_DIR
 VENDORED_RECORD = "VENDORED.json"  # written by the post-gen hook
 RECORD = ".cruft.json"  # compared by its answers only
 
-# Template files replaced by the filled-in model.
-FILLED_IN: tuple[str, ...] = ("src/serve_xmem/model.py",)
-# Files the template does not have: the XMem package, its tests and notes.
-ADDED: tuple[str, ...] = (
-    "src/xmem/*",
-    "tests/test_xmem_*.py",
-    "tests/xmem_*.py",
-    "tests/data/*",
-    "XMEM.md",
+
+@dataclass(frozen=True)
+class Reference:
+    """One reference app: its folder and the files that are not the template's."""
+
+    name: str  # the folder under the repository root
+    filled_in: tuple[str, ...]  # template files replaced by the filled-in model
+    added: tuple[str, ...]  # files the template does not have (glob patterns)
+
+    @property
+    def root(self) -> Path:
+        return REPO_ROOT / self.name
+
+
+XMEM = Reference(
+    "reference_xmem",
+    filled_in=("src/serve_xmem/model.py",),
+    # The XMem package, its tests and notes.
+    added=("src/xmem/*", "tests/test_xmem_*.py", "tests/xmem_*.py", "tests/data/*", "XMEM.md"),
 )
+SAM2 = Reference(
+    "reference_sam2",
+    # The model, and transformers pinned next to the SDK.
+    filled_in=("src/serve_sam2/model.py", "requirements.txt"),
+    added=("tests/test_sam2_*.py", "tests/sam2_*.py", "SAM2.md"),
+)
+REFERENCES: tuple[Reference, ...] = (XMEM, SAM2)
+# Kept for the XMem-only helpers of repo_tools and older callers.
+REFERENCE_DIR = XMEM.root
+FILLED_IN = XMEM.filled_in
+ADDED = XMEM.added
 # Never compared: caches and local state.
 IGNORED: tuple[str, ...] = (
     f"{VENDORED}/*",  # checked on its own (see vendored_problems)
@@ -131,21 +154,22 @@ def record_problems(rendered: Path, reference: Path) -> list[str]:
     return [] if theirs == ours else [f"{RECORD}: the recorded answers differ"]
 
 
-def differences(rendered: Path, reference: Path) -> list[str]:
-    """Every way ``reference`` differs from ``rendered`` beyond the declared model files."""
+def differences(rendered: Path, reference: Path, spec: Reference = XMEM) -> list[str]:
+    """Every way ``reference`` (a folder laid out as ``spec``) differs from ``rendered``
+    beyond the model files ``spec`` declares."""
     problems = vendored_problems(rendered, reference) + record_problems(rendered, reference)
     rendered_files, reference_files = files_of(rendered), files_of(reference)
     for relative in sorted(rendered_files - reference_files):
         problems.append(f"missing in reference: {relative}")
     for relative in sorted(reference_files - rendered_files):
-        if not _matches(relative, ADDED):
+        if not _matches(relative, spec.added):
             problems.append(f"not from the template and not declared: {relative}")
     for relative in sorted(rendered_files & reference_files):
-        if relative in FILLED_IN:
+        if relative in spec.filled_in:
             continue
         if not filecmp.cmp(rendered / relative, reference / relative, shallow=False):
             problems.append(f"differs from the template: {relative}")
-    for relative in FILLED_IN:
+    for relative in spec.filled_in:
         if relative not in rendered_files:
             problems.append(f"declared filled-in file is not in the template: {relative}")
     return problems
@@ -169,13 +193,13 @@ def sync_runtime(rendered: Path, reference: Path) -> list[str]:
     return [f"copied runtime/sly_vos to {VENDORED}"]
 
 
-def sync(rendered: Path, reference: Path) -> list[str]:
-    """Make ``reference`` what the template renders, keeping the declared model files and its
-    ``.cruft.json``."""
+def sync(rendered: Path, reference: Path, spec: Reference = XMEM) -> list[str]:
+    """Make ``reference`` what the template renders, keeping the model files ``spec``
+    declares and its ``.cruft.json``."""
     changed = sync_runtime(rendered, reference)
     for relative in sorted(files_of(rendered)):
         target = reference / relative
-        if relative in FILLED_IN and target.exists():
+        if relative in spec.filled_in and target.exists():
             continue
         source = rendered / relative
         if not target.exists() or not filecmp.cmp(source, target, shallow=False):
@@ -183,7 +207,7 @@ def sync(rendered: Path, reference: Path) -> list[str]:
             shutil.copy2(source, target)
             changed.append(relative)
     for relative in sorted(files_of(reference) - files_of(rendered)):
-        if not _matches(relative, ADDED):
+        if not _matches(relative, spec.added):
             (reference / relative).unlink()
             changed.append(f"removed {relative}")
     return changed

@@ -1,9 +1,11 @@
 """The generated apps' Docker images build and serve for real (issue 11).
 
-Builds the default bake's and ``reference_xmem``'s own ``docker/Dockerfile`` the way their
-READMEs say, ``docker build -f docker/Dockerfile .`` inside the app's folder (the bake made a
-git repository, reference_xmem in this checkout, never a prepared copy; only build args
-change: a local Debian base, a loopback torch index, loopback weights), runs each image with
+Builds the default bake's, ``reference_xmem``'s and ``reference_sam2``'s own
+``docker/Dockerfile`` the way their READMEs say, ``docker build -f docker/Dockerfile .`` inside
+the app's folder (the bake made a git repository, the reference apps in this checkout, never a
+prepared copy; only build args change: a local Debian base, a loopback torch index, loopback
+weights; for SAM 2.1 a loopback Hub stand-in as ``HF_ENDPOINT`` serving random weights in
+transformers' layout), runs each image with
 the entrypoint of its ``config.json`` and sends a ``/track-api-files`` request. Two negative
 builds prove the checks bite: the default image with libmagic taken out never becomes ready,
 and a wrong weights checksum fails the build (only its weights layer is rebuilt). Each served
@@ -44,6 +46,9 @@ RUNTIME_DIR = container.REPO_ROOT / "runtime"
 DEFAULT_TAG = "sly-vos-test/default-bake:latest"
 NO_LIBMAGIC_TAG = "sly-vos-test/no-libmagic:latest"
 REFERENCE_TAG = "sly-vos-test/reference-xmem:latest"
+SAM2_DIR = Path(os.environ.get("SLY_VOS_SAM2_DIR") or TEMPLATE_ROOT / "reference_sam2")
+SAM2_TAG = "sly-vos-test/reference-sam2:latest"
+SAM2_REPO = "facebook/sam2.1-hiera-tiny"  # the default checkpoint, served by the stand-in
 BAD_CHECKSUM_TAG = "sly-vos-test/reference-xmem-bad-checksum:latest"
 WRONG_SHA256 = "0" * 64
 CLIP_FRAMES = 10
@@ -243,6 +248,52 @@ def reference_image(
     args = reference_build_args(base_image, torch_index_url, weights_url, recipe_sha256)
     build_and_record("reference-xmem", reference_app, REFERENCE_TAG, args)
     return REFERENCE_TAG
+
+
+@pytest.fixture(scope="module")
+def sam2_app() -> Path:
+    """``reference_sam2`` itself, in this checkout, built in place."""
+    readme_builds_with_the_dockerfile(SAM2_DIR)
+    return SAM2_DIR
+
+
+@pytest.fixture(scope="module")
+def sam2_weights(engine: container.Engine) -> Path:
+    """SAM 2's random test weights (``make_test_weights``: hiera-tiny at S=128, transformers'
+    layout), cached per model file."""
+    model = SAM2_DIR / "src" / "serve_sam2" / "model.py"
+    key = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
+    parent = container.cache_dir() / "sam2-random" / key
+    code = (
+        "import sys, pathlib; sys.path.insert(0, sys.argv[1]); "
+        "from serve_sam2.model import make_test_weights; "
+        "print(make_test_weights(pathlib.Path(sys.argv[2])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(SAM2_DIR / "src"), str(parent)],
+        check=True, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def hub_endpoint(sam2_weights: Path) -> Iterator[str]:
+    """A loopback Hub stand-in (``sly_vos.testing.hub``) serving the random weights."""
+    if str(RUNTIME_DIR) not in sys.path:
+        sys.path.insert(0, str(RUNTIME_DIR))
+    from sly_vos.testing.hub import HubStandIn
+
+    files = {name: sam2_weights / name for name in ("config.json", "model.safetensors")}
+    with HubStandIn(files) as hub:  # type: ignore[arg-type]
+        yield hub.url
+
+
+@pytest.fixture(scope="module")
+def sam2_image(sam2_app: Path, base_image: str, torch_index_url: str, hub_endpoint: str) -> str:
+    args = {"BASE_IMAGE": base_image, "TORCH_INDEX_URL": torch_index_url}
+    args["HF_ENDPOINT"] = hub_endpoint
+    build_and_record("reference-sam2", sam2_app, SAM2_TAG, args)
+    return SAM2_TAG
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -445,3 +496,41 @@ def test_reference_build_with_a_wrong_checksum_fails(
     )
     assert build.returncode != 0, "a build with a wrong WEIGHTS_SHA256 succeeded"
     assert "checksum mismatch" in build.output, build.output[-4000:]
+
+
+def test_sam2_image_has_its_default_checkpoint_from_the_hub(
+    sam2_image: str, sam2_weights: Path
+) -> None:
+    listing = container.docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "sh", sam2_image,
+        "-c", "sha256sum /weights/hub/models--*/snapshots/*/*",
+        timeout=300,
+    ).stdout  # fmt: skip
+    assert container.sha256_of(sam2_weights / "model.safetensors") in listing, listing
+    assert "models--" + SAM2_REPO.replace("/", "--") in listing, listing
+
+
+def test_sam2_image_serves_well_formed_answers(
+    sam2_image: str, sam2_app: Path, dev: SimpleNamespace, tmp_path: Path
+) -> None:
+    """Random weights track nothing: the answers are checked for form, not quality."""
+    clip = make_clip(dev)
+    app = serve(sam2_image, sam2_app, tmp_path / "data", "sly-vos-sam2", "reference-sam2")
+    try:
+        info = post_json(f"{app.base_url}/get_session_info", {}).json()
+        began = time.monotonic()
+        answer = track_clip(app, dev, clip)
+        track_s = time.monotonic() - began
+        pulled = track_async_against_platform_stand_in(app, clip, frames=4)
+    finally:
+        app.remove()
+    container.record("images", "reference-sam2", {"track_s": round(track_s, 2)})
+    assert info["checkpoint"]["name"] == "tiny", info
+    assert {f["frame"] for f in pulled} <= set(range(1, 5))
+    assert {f["objectId"] for f in pulled} <= {100 + obj for obj in CLIP_IDS}
+    assert isinstance(answer, list) and len(answer) == CLIP_FRAMES - 1, answer
+    for frame in answer:
+        assert isinstance(frame, list) and len(frame) <= len(CLIP_IDS), frame
+        for geometry in frame:
+            assert set(geometry) >= {"type", "data"} and geometry["type"] == "bitmap", geometry
+    dev.client.answer_to_label_masks(answer, clip.masks[0], clip.ids)  # decodes

@@ -1,5 +1,5 @@
 """The repository's own Python passes ruff: template tooling, the runtime (linted for Python
-3.10, the CUDA images' python3) and the reference app (with its own, generated config)."""
+3.10, the CUDA images' python3) and the reference apps (each with its own, generated config)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ RUFF = Path(sys.executable).parent / "ruff"
         (".", ["tests", "repo_tools", "scripts", "benchmarks", "local_extensions.py"]),
         ("runtime", ["."]),
         ("reference_xmem", ["src", "tests"]),
+        ("reference_sam2", ["src", "tests"]),
     ],
-    ids=["template-tooling", "runtime", "reference_xmem"],
+    ids=["template-tooling", "runtime", "reference_xmem", "reference_sam2"],
 )
 def test_ruff_passes(folder: str, targets: list[str]) -> None:
     done = subprocess.run(

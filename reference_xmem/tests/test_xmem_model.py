@@ -417,3 +417,16 @@ def test_softmax_and_aggregation_stay_fp32():
         assert torch.allclose(out.sum(dim=1), torch.ones(1, 7), atol=1e-6)
     prob = aggregate(torch.rand(3, 4, 5).to(torch.bfloat16), dim=0)
     assert prob.dtype == torch.float32 and torch.allclose(prob.sum(0), torch.ones(4, 5))
+
+
+def test_checkpoints_are_the_two_files_of_xmems_release() -> None:
+    from serve_xmem import model
+    from sly_vos import checkpoints
+
+    declared = checkpoints.declared(model)
+    assert [(c.name, c.files, c.default) for c in declared] == [
+        ("XMem", ("XMem.pth",), True),
+        ("XMem-s012", ("XMem-s012.pth",), False),
+    ]
+    release = "https://github.com/hkchengrex/XMem/releases/download/v1.0/"
+    assert [c.urls for c in declared] == [(release + "XMem.pth",), (release + "XMem-s012.pth",)]

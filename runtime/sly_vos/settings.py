@@ -62,6 +62,12 @@ class AppSettings(BaseModel):
         return f"{self.env_prefix}_MODEL_DIR"
 
     @property
+    def checkpoint_env(self) -> str:
+        """Name of the checkpoint to run, for a model that declares ``CHECKPOINTS``; the
+        Docker build argument that bakes weights in has the same name."""
+        return f"{self.env_prefix}_CHECKPOINT"
+
+    @property
     def device_env(self) -> str:
         """Force ``cpu`` or ``cuda[:N]``."""
         return f"{self.env_prefix}_DEVICE"

@@ -2,9 +2,12 @@
 
 Where the weights come from (``resolve_weights``): ``<model_dir>/<weights_filename>`` when it
 matches the sha256, then the file named by ``$<PREFIX>_WEIGHTS``, then a download of
-``settings.weights_url`` into ``model_dir``. The Docker image bakes the file in at build time::
+``settings.weights_url`` into ``model_dir``. A model that declares named ``CHECKPOINTS``
+goes through ``checkpoints.resolve`` instead (same order, the chosen checkpoint's files).
+The Docker image bakes the weights in at build time::
 
-    python -m sly_vos.weights PACKAGE [--dest DIR] [--url URL] [--sha256 HEX] [--if-required]
+    python -m sly_vos.weights PACKAGE [--dest DIR] [--url URL] [--sha256 HEX] [--checkpoint NAME]
+                              [--if-required]
 
 What a download guarantees (``download_weights``):
 
@@ -41,7 +44,9 @@ Decisions (documented for users of the template):
 * When all attempts fail on transient errors, a non-empty ``.part`` is kept so that the next
   run resumes it (the error says so); any other failure removes it.
 * The ``$<PREFIX>_WEIGHTS`` override is used as given, without the checksum: it is how you run
-  your own (fine-tuned) file. ``load_checkpoint`` still refuses code in it.
+  your own (fine-tuned) file. ``load_checkpoint`` still refuses code in it. It may also name
+  a folder (a checkpoint of several files, such as transformers' config.json +
+  model.safetensors): the model then gets the folder.
 
 Errors are ``WeightsError``, deliberately not a ``RuntimeError``: the SDK retries
 ``load_on_device`` on CPU after a ``RuntimeError``, which would only repeat the failure.
@@ -583,13 +588,20 @@ def resolve_weights(
         log.warning("%s does not match sha256 %s; not using it", local, expected)
     if override := os.environ.get(settings.weights_env):
         path = Path(override).expanduser()
-        if not path.is_file():
+        if not (path.is_file() or _is_checkpoint_dir(path)):
             raise WeightsError(
-                f"${settings.weights_env} is {override!r}, which is not a file; fix it, or "
-                f"unset it to download the weights into {directory}"
+                f"${settings.weights_env} is {override!r}, which is neither a file nor a "
+                f"folder holding a checkpoint's files; fix it, or unset it to download the "
+                f"weights into {directory}"
             )
         return path
     return _download_for(settings, url or settings.weights_url, directory, expected, policy)
+
+
+def _is_checkpoint_dir(path: Path) -> bool:
+    """A folder with at least one file: a checkpoint of several files (e.g. transformers'
+    config.json + model.safetensors) reaches the model as the folder holding them."""
+    return path.is_dir() and any(child.is_file() for child in path.iterdir())
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -647,6 +659,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--dest", type=Path, help="directory (default: $<PREFIX>_MODEL_DIR, /weights, ~/.cache)")
     add("--url", help="download from this URL (default: the app's weights_url)")
     add("--sha256", help="checksum, empty for none (default: the app's, or none with --url)")
+    add(
+        "--checkpoint",
+        help="a named checkpoint of the model's CHECKPOINTS (default: $<PREFIX>_CHECKPOINT, "
+        "else --url when given, else the declared default)",
+    )
     add("--if-required", action="store_true", help="do nothing when the model needs no weights")
     add("--quiet", action="store_true", help="no progress bar or notes")
     add("--attempts", type=int, default=DownloadPolicy.attempts, help="requests in all")
@@ -657,6 +674,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI body: 0 on success, 1 with one ``error:`` line on stderr on failure."""
+    from . import checkpoints  # no SDK either
     from .appspec import AppSpec, AppSpecError  # pydantic, no SDK; the app's modules on use
 
     args = _parser().parse_args(argv)
@@ -678,8 +696,18 @@ def main(argv: list[str] | None = None) -> int:
             quiet=args.quiet,
         )
         directory = args.dest if args.dest is not None else settings.default_model_dir()
-        url = args.url or settings.weights_url
-        path = _download_for(settings, url, directory, normalize_sha256(sha256), policy)
+        declared = checkpoints.declared(spec.model)
+        chosen = args.checkpoint or os.environ.get(settings.checkpoint_env, "").strip()
+        # A checkpoint named explicitly wins; otherwise --url (a mirror of the one weights
+        # file) as for a model without checkpoints, else the declared default.
+        use_url = bool(args.url) and not chosen
+        checkpoint = None if use_url else checkpoints.select(settings, declared, chosen or None)
+        if checkpoint is not None:
+            found = checkpoints.local(checkpoint, directory)
+            path = found or checkpoints.fetch(checkpoint, directory, policy)
+        else:
+            url = args.url or settings.weights_url
+            path = _download_for(settings, url, directory, normalize_sha256(sha256), policy)
     except (WeightsError, AppSpecError, ValueError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

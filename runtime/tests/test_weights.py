@@ -749,6 +749,20 @@ def test_resolve_order_model_dir_then_env_then_download(
         resolve_weights(settings, sha256=OTHER_DIGEST, policy=fast())
 
 
+def test_weights_env_may_name_a_folder_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A checkpoint of several files (transformers' config.json + model.safetensors) reaches
+    the model as the folder; an empty folder is refused with the variable named."""
+    settings = fake_settings(None)
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    monkeypatch.setenv(settings.weights_env, str(folder))
+    with pytest.raises(WeightsError, match=rf"\${settings.weights_env} .*neither a file nor"):
+        resolve_weights(settings, tmp_path / "model_dir")
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"tensors")
+    assert resolve_weights(settings, tmp_path / "model_dir") == folder
+
+
 @pytest.mark.parametrize("url", [None, ""])
 def test_no_weights_url_names_every_way_to_give_weights(
     url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from sly_vos.checkpoints import Checkpoint
 from xmem import load_network, propagate
 from xmem.recipe import write_recipe_weights
 from xmem.schedule import PRECISIONS, autocast_dtype
@@ -31,6 +32,25 @@ def precision_from_env() -> str:
     if value not in PRECISIONS:
         raise ValueError(f"{PRECISION_ENV}={value!r}: must be one of {', '.join(PRECISIONS)}")
     return value
+
+
+RELEASE = "https://github.com/hkchengrex/XMem/releases/download/v1.0/"
+# XMem's v1.0 release; $SERVE_XMEM_CHECKPOINT picks one (no sha256 is published).
+CHECKPOINTS = (
+    Checkpoint(
+        "XMem",
+        ("XMem.pth",),
+        urls=(RELEASE + "XMem.pth",),
+        default=True,
+        note="the release's default model",
+    ),
+    Checkpoint(
+        "XMem-s012",
+        ("XMem-s012.pth",),
+        urls=(RELEASE + "XMem-s012.pth",),
+        note="the s012 variant (with the BL30K training stage, see XMem's README)",
+    ),
+)
 
 
 class Tracker:

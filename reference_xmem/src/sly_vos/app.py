@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, BinaryIO, ClassVar, Literal
 
@@ -27,7 +29,7 @@ from fastapi import File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from . import __version__, errors, files_api, labeling_tool, limits
+from . import __version__, checkpoints, errors, files_api, labeling_tool, limits
 from .appspec import AppSpec, check_model_module
 from .device import device_from_env
 from .jobs import Job, JobRegistry
@@ -70,6 +72,7 @@ class TrackingApp(sly.nn.inference.MaskTracking):
         if not isinstance(getattr(type(self), "settings", None), AppSettings):
             raise TypeError(f"{type(self).__name__}.settings must be an AppSettings")
         check_model_module(type(self).model)
+        self.checkpoint = _checkpoint_or_exit(self.spec)
         if model_dir is None:
             model_dir = str(self.settings.default_model_dir())
         super().__init__(model_dir=model_dir, **kwargs)
@@ -89,7 +92,11 @@ class TrackingApp(sly.nn.inference.MaskTracking):
         from .weights import resolve_weights  # the weights module needs no SDK; keep it lazy
 
         self.device = device_from_env(device, self.settings.device_env)
-        weights = resolve_weights(self.settings, model_dir) if self.spec.weights_required else None
+        weights = None
+        if self.checkpoint is not None:
+            weights = checkpoints.resolve(self.settings, self.checkpoint, Path(model_dir))
+        elif self.spec.weights_required:
+            weights = resolve_weights(self.settings, model_dir)
         self.tracker = self.spec.make_tracker(weights, self.device)
         # Every model pass runs on one thread, one at a time (see model_thread.py); frames
         # are decoded or downloaded there, so waiting requests hold none.
@@ -101,6 +108,7 @@ class TrackingApp(sly.nn.inference.MaskTracking):
                 "model": self.settings.model_name,
                 "device": self.device,
                 "weights": str(weights),
+                "checkpoint": self.checkpoint.name if self.checkpoint else None,
             },
         )
 
@@ -115,6 +123,7 @@ class TrackingApp(sly.nn.inference.MaskTracking):
             model_name=self.settings.model_name,
             runtime_version=__version__,
             device=getattr(self, "device", None),
+            checkpoint=_checkpoint_info(getattr(self, "checkpoint", None)),
             limits={
                 "max_frames": limits.MAX_FRAMES,
                 "max_frame_pixels": limits.MAX_FRAME_PIXELS,
@@ -244,6 +253,23 @@ class TrackingApp(sly.nn.inference.MaskTracking):
             return await _answer(files_api.ROUTE, work)
 
         server.add_api_route(files_api.ROUTE, track_api_files, methods=["POST"])
+
+
+def _checkpoint_or_exit(spec: AppSpec) -> checkpoints.Checkpoint | None:
+    """The checkpoint ``$<PREFIX>_CHECKPOINT`` names (or the default). A wrong name or
+    declaration stops the app here, at start, with one line (no traceback)."""
+    try:
+        return checkpoints.select(spec.settings, checkpoints.declared(spec.model))
+    except checkpoints.CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _checkpoint_info(checkpoint: checkpoints.Checkpoint | None) -> dict[str, Any] | None:
+    """What ``/get_session_info`` says about the checkpoint in use."""
+    if checkpoint is None:
+        return None
+    return {"name": checkpoint.name, "source": checkpoint.source, "files": list(checkpoint.files)}
 
 
 def _client(body: dict[str, Any]) -> PlatformClient:

@@ -237,6 +237,7 @@ def server_env(
     )
     env[settings.model_dir_env] = str(tmp_path_factory.mktemp("model_dir"))
     env[settings.device_env] = "cpu"
+    env.pop(settings.checkpoint_env, None)  # the declared default, if any
     if test_weights is not None:
         env[settings.weights_env] = str(test_weights)
     return env

@@ -6,6 +6,11 @@ The app starts and answers ``/is_ready`` with this file as it is, but tracking a
 * ``WEIGHTS_REQUIRED``: set it to ``True`` when ``Tracker`` needs a weights file. The runtime
   then finds or downloads it (the model dir, ``$<PREFIX>_WEIGHTS``, then the weights URL of
   ``settings.py``, checksum verified) and passes its path as ``weights_path``.
+* ``CHECKPOINTS`` (optional): several named weights to choose from (sizes, variants), each a
+  ``sly_vos.checkpoints.Checkpoint`` (file names, URLs or a Hub repository + revision,
+  sha256 where known, one ``default=True``). ``$<PREFIX>_CHECKPOINT`` picks one; the runtime
+  fetches it and passes the file, or the folder for a checkpoint of several files, as
+  ``weights_path`` (README, "Several checkpoints").
 * ``Tracker(weights_path, device)``: load the network once; ``device`` is ``"cpu"`` or
   ``"cuda[:N]"`` (already checked: CUDA only when it is usable).
 * ``Tracker.track(frames, label_mask)``: ``frames`` is an *iterator* of HxWx3 uint8 RGB arrays,

@@ -32,7 +32,7 @@ def clip() -> synthetic.Clip:
 def test_model_module_contract(app_spec: AppSpec, test_weights: Path | None) -> None:
     assert isinstance(app_spec.model.WEIGHTS_REQUIRED, bool)
     if app_spec.weights_required:
-        assert test_weights is not None and test_weights.is_file()
+        assert test_weights is not None and (test_weights.is_file() or test_weights.is_dir())
     app_spec.make_tracker(test_weights, "cpu")  # constructing never raises: the app must start
 
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 import base64
 import json
 import math
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from sly_vos import limits
+from sly_vos import checkpoints, limits
 from sly_vos.appspec import AppSpec
 from sly_vos.dev import synthetic
 from sly_vos.testing import ModelProfile, tracked_or_raise
@@ -29,6 +32,7 @@ from sly_vos.testing.server import (
     clip_request,
     encode_frame,
     error_of,
+    free_port,
     geometry_mask,
     png_bomb,
     polygon_geometries,
@@ -81,6 +85,32 @@ def test_session_info(server: Server, app_spec: AppSpec) -> None:
     assert info["task type"] == "tracking"
     assert info["limits"]["max_frames"] == limits.MAX_FRAMES
     assert info["limits"]["max_objects"] == limits.MAX_OBJECTS
+    declared = checkpoints.declared(app_spec.model)
+    if declared:  # the server runs without $<PREFIX>_CHECKPOINT: the default
+        default = next(c for c in declared if c.default)
+        assert info["checkpoint"]["name"] == default.name
+        assert info["checkpoint"]["files"] == list(default.files)
+    else:
+        assert info["checkpoint"] is None
+
+
+def test_an_unknown_checkpoint_stops_the_app_at_start_with_one_line(
+    app_root: Path, server_env: dict[str, str], app_spec: AppSpec
+) -> None:
+    variable = app_spec.settings.checkpoint_env
+    env = dict(server_env, **{variable: "no-such-checkpoint"})
+    command = [sys.executable, "-m", "uvicorn", "main:model.app", "--app-dir", "src"]
+    done = subprocess.run(
+        command + ["--port", str(free_port())],
+        cwd=app_root, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and f"${variable}='no-such-checkpoint'" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    declared = checkpoints.declared(app_spec.model)
+    if declared:
+        assert lines[0].endswith("valid: " + checkpoints.listing(declared))
 
 
 # ---------------------------------------------------------------- tracking
