@@ -174,6 +174,11 @@ def steady(seconds: list[float]) -> float | None:
     return B.median(tail) if tail else None
 
 
+def marks(count: int) -> list[int]:
+    """Frames whose RSS the table shows: 16 (the window is full), 30, 100, the last."""
+    return [i for i in (16, 30, 100) if i < count - 1] + [count - 1]
+
+
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     plan, tr, mem, srv = data["plan"], data["tracker"], data["memory"], data["served"]
     frame = f"{plan['height']}x{plan['width']}"
@@ -194,8 +199,8 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
          B.fmt(srv["first_result_s"], 2)],
         [f"RSS MiB over {len(mem['rss'])} frames at S={plan['memory_size']}: peak",
          B.mib(max(mem["rss"]))],
-        ["  at frame 30 / 100 / last", " / ".join(
-            B.fmt(B.mib(mem["rss"][min(i, len(mem["rss"]) - 1)])) for i in (30, 100, -1))],
+        ["  at frame " + " / ".join(str(i) for i in marks(len(mem["rss"]))),
+         " / ".join(B.fmt(B.mib(mem["rss"][i])) for i in marks(len(mem["rss"])))],
         [f"  ms/frame at S={plan['memory_size']} (median)", B.median(mem["seconds"][1:]) * 1000],
     ]
     return headers, rows
