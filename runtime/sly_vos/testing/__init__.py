@@ -38,7 +38,7 @@ from ..dev import synthetic
 from ..platform import RetryPolicy
 from ..tracking import track_stream
 from .platform import PlatformStandIn
-from .server import Server, free_port
+from .server import Server, error_of, free_port
 
 SUITES_DIR = Path(__file__).parent / "suites"  # unresolved: a linked runtime keeps app paths
 PLUGIN = __name__
@@ -262,4 +262,22 @@ def tracked_or_raise(response: Any) -> Any:
     return response
 
 
-__all__ = ["ModelProfile", "PlatformPolicy", "PlatformStandIn", "Server", "tracked_or_raise"]
+def tracked_or_refused(response: Any) -> bool:
+    """True when a tracking request was taken (200); a refusal must be a JSON 4xx naming its
+    field, never a 5xx (a 501 of a stub is raised as ``NotImplementedError``)."""
+    tracked_or_raise(response)
+    assert response.status_code < 500, response.text[:500]
+    if response.status_code == 200:
+        return True
+    assert 400 <= response.status_code < 500 and error_of(response)["field"], response.text[:500]
+    return False
+
+
+__all__ = [
+    "ModelProfile",
+    "PlatformPolicy",
+    "PlatformStandIn",
+    "Server",
+    "tracked_or_raise",
+    "tracked_or_refused",
+]

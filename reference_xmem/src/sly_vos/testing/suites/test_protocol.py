@@ -21,7 +21,7 @@ import requests
 
 from sly_vos.dev import synthetic
 from sly_vos.dev.client import bitmap_geometry, geometry_mask, polygon_geometries
-from sly_vos.testing import ModelProfile, PlatformPolicy
+from sly_vos.testing import ModelProfile, PlatformPolicy, tracked_or_refused
 from sly_vos.testing.platform import PlatformStandIn
 from sly_vos.testing.server import Server, error_of
 
@@ -695,17 +695,6 @@ def strip_videos(platform: PlatformStandIn) -> dict[tuple[int, int], int]:
     return videos
 
 
-def _tracked_or_refused(answer: requests.Response) -> bool:
-    """True when the request was taken; a refusal must be a JSON 4xx naming its field."""
-    if answer.status_code == 501:
-        raise NotImplementedError(answer.text[:300])
-    assert answer.status_code < 500, answer.text[:500]
-    if answer.status_code == 200:
-        return True
-    assert 400 <= answer.status_code < 500 and error_of(answer)["field"], answer.text[:500]
-    return False
-
-
 @pytest.mark.needs_tracking
 @pytest.mark.parametrize("shape", synthetic.ODD_SHAPES, ids=lambda v: f"{v[0]}x{v[1]}")
 @pytest.mark.parametrize("endpoint", ["/track", "/track_async", "/track-api"])
@@ -724,7 +713,7 @@ def test_odd_frame_shapes_are_tracked_or_refused_with_a_json_4xx(
     if endpoint == "/track":
         context = track_context(video, 0, 3, figure_ids, track_id)
         context["objectIds"] = [9]
-        if _tracked_or_refused(tool.post("/track", context)):
+        if tracked_or_refused(tool.post("/track", context)):
             tool.wait_progress(track_id, 3)
             raise_if_stub_error(platform, track_id)
             assert platform.errors(track_id) == []
@@ -736,7 +725,7 @@ def test_odd_frame_shapes_are_tracked_or_refused_with_a_json_4xx(
     elif endpoint == "/track_async":
         context = async_context(platform, video, 0, 3, figure_ids, track_id)
         answer = tool.post("/track_async", context)
-        if _tracked_or_refused(answer):
+        if tracked_or_refused(answer):
             last: dict = {}
             for body in tool.pull(started(answer)):
                 last = body
@@ -749,7 +738,7 @@ def test_odd_frame_shapes_are_tracked_or_refused_with_a_json_4xx(
         geometry = bitmap_geometry(masks[0] > 0)
         context = {"videoId": video, "frameIndex": 0, "frames": 3, "input_geometries": [geometry]}
         answer = tool.post("/track-api", context)
-        if _tracked_or_refused(answer):
+        if tracked_or_refused(answer):
             rows = answer.json()
             assert len(rows) == 3 and all(len(row) == 1 for row in rows)
             cells = [cell for row in rows for cell in row if cell is not None]
