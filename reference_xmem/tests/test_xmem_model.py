@@ -158,8 +158,12 @@ def test_topk_capped_at_memory_size():
 def test_obsolete_removal_on_ties_drops_exactly_requested():
     store = KeyValueStore(count_usage=True)
     n = 20
-    store.add(torch.arange(n, dtype=torch.float32).view(1, 1, n).repeat(1, 4, 1),
-              torch.zeros(2, 8, n), torch.ones(1, 1, n), None)
+    store.add(
+        torch.arange(n, dtype=torch.float32).view(1, 1, n).repeat(1, 4, 1),
+        torch.zeros(2, 8, n),
+        torch.ones(1, 1, n),
+        None,
+    )
     store.update_usage(torch.full((n,), 0.5))  # every element has the same usage
     removed = store.remove_obsolete(max_size=15)
     assert removed == 5 and store.size == 15
@@ -168,6 +172,7 @@ def test_obsolete_removal_on_ties_drops_exactly_requested():
 
 def test_sparse_memory_read_matches_dense():
     from xmem.inference import DEFAULT_CONFIG
+
     torch.manual_seed(0)
     managers = [MemoryManager(DEFAULT_CONFIG, hidden_dim=4, fast=f) for f in (False, True)]
     for t in range(12):  # 12 memory frames of 4x5: triggers a consolidation
@@ -220,18 +225,22 @@ def test_1x1_kernels_include_a_matrix_product():
             assert torch.allclose(fn(), F.conv2d(x, weight, bias), atol=1e-5), name
 
 
-@pytest.mark.parametrize("kwargs", [{"stride": 2}, {"dilation": 2, "padding": 2},
-                                    {"groups": 2}, {"kernel_size": 5, "padding": 2}],
-                         ids=["stride2", "dilated", "grouped", "5x5"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"stride": 2}, {"dilation": 2, "padding": 2}, {"groups": 2}, {"kernel_size": 5, "padding": 2}],
+    ids=["stride2", "dilated", "grouped", "5x5"],
+)
 def test_other_convs_only_get_layout_choices(kwargs):
     torch.manual_seed(0)
     conv = Conv2d(8, 8, **{"kernel_size": 3, "padding": 1, **kwargs}).eval()
     x = torch.randn(1, 8, 10, 12)
     with torch.inference_mode():
-        direct = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
-                          conv.groups)
-        options = candidates(x, conv.weight, conv.bias, conv.stride, conv.padding,
-                             conv.dilation, conv.groups)
+        direct = F.conv2d(
+            x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups
+        )
+        options = candidates(
+            x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups
+        )
         assert set(options) == {"direct", "channels_last"}
         with fast_convs():
             assert torch.allclose(conv(x), direct, atol=1e-5)
@@ -251,14 +260,18 @@ class FakeClock:
             calls.append(name)
             self.now += cost
             return name
+
         return run
 
 
 def test_tuner_keeps_the_fastest_measures_once_and_logs_once(caplog):
     clock, calls = FakeClock(), []
     tuner = KernelTuner(clock=clock, min_rounds=2, max_rounds=2)
-    kernels = {"a": clock.kernel(3.0, calls, "a"), "b": clock.kernel(1.0, calls, "b"),
-               "c": clock.kernel(2.0, calls, "c")}
+    kernels = {
+        "a": clock.kernel(3.0, calls, "a"),
+        "b": clock.kernel(1.0, calls, "b"),
+        "c": clock.kernel(2.0, calls, "c"),
+    }
     with caplog.at_level("INFO", logger="xmem.kernels"):
         assert tuner.run("shape-1", kernels) == "b"
         assert calls == ["a", "b", "c"] * 2  # interleaved rounds
@@ -279,9 +292,11 @@ def test_tuner_chooses_per_key_and_keeps_the_minimum_of_noisy_rounds():
     def noisy() -> str:
         clock.now += next(costs)
         return "a"
+
     first = tuner.run("k1", {"a": noisy, "b": clock.kernel(2.0, calls, "b")})
-    second = tuner.run("k2", {"a": clock.kernel(5.0, calls, "a"),
-                              "b": clock.kernel(4.0, calls, "b")})
+    second = tuner.run(
+        "k2", {"a": clock.kernel(5.0, calls, "a"), "b": clock.kernel(4.0, calls, "b")}
+    )
     assert (first, second) == ("a", "b")
     assert tuner.choices() == {"k1": "a", "k2": "b"}
 
@@ -302,8 +317,11 @@ def test_fast_convs_run_the_measured_choice():
     x = torch.randn(1, 16, 9, 11)
     with torch.inference_mode(), fast_convs():
         out = conv(x)
-        chosen = [name for key, name in TUNER.choices().items()
-                  if key[2] == tuple(x.shape) and key[3] == tuple(conv.weight.shape)]
+        chosen = [
+            name
+            for key, name in TUNER.choices().items()
+            if key[2] == tuple(x.shape) and key[3] == tuple(conv.weight.shape)
+        ]
         assert len(chosen) == 1
         options = candidates(x, conv.weight, conv.bias, (1, 1), (1, 1), (1, 1), 1)
         assert torch.equal(out, options[chosen[0]]())
@@ -367,15 +385,24 @@ def test_precision_names_and_what_auto_means():
         autocast_dtype("fp8", "cpu")
     cuda, cpu = Schedule.for_device("cuda"), Schedule.for_device("cpu")
     assert (cuda.batch_keys, cuda.channels_last, cuda.sparse_read, cuda.fast_convs) == (
-        True, True, False, False)
+        True,
+        True,
+        False,
+        False,
+    )
     assert (cpu.batch_keys, cpu.channels_last, cpu.sparse_read, cpu.fast_convs) == (
-        False, False, True, True)
+        False,
+        False,
+        True,
+        True,
+    )
     assert Schedule.for_device("cpu", fast_ops=False).sparse_read is False
 
 
 def _memory_pair(dtype: torch.dtype, frames: int) -> tuple[MemoryManager, MemoryManager, list]:
     """A dense fp32 reader and a sparse one fed the same memory rounded to `dtype`."""
     from xmem.inference import DEFAULT_CONFIG
+
     torch.manual_seed(0)
     dense = MemoryManager(DEFAULT_CONFIG, hidden_dim=4, fast=False)
     sparse = MemoryManager(DEFAULT_CONFIG, hidden_dim=4, fast=True)
@@ -411,6 +438,7 @@ def test_sparse_memory_read_runs_under_bf16_with_fp32_sums():
 def test_softmax_and_aggregation_stay_fp32():
     from xmem.memory import full_softmax
     from xmem.network import aggregate
+
     sim = torch.randn(1, 50, 7).to(torch.bfloat16)
     for out in (topk_softmax(sim, 5), topk_softmax(sim, None), full_softmax(sim)):
         assert out.dtype == torch.float32

@@ -61,8 +61,9 @@ def _parity(out: list[np.ndarray], golden: dict, frames: range) -> dict:
     return {
         "agreement": 1 - sum(int(d.sum()) for d in diff) / total,
         "worst_frame": min(1 - d.mean() for d in diff),
-        "code4_mismatches": sum(int((d & (golden["margin"][t] == 4)).sum())
-                                for d, t in zip(diff, frames, strict=True)),
+        "code4_mismatches": sum(
+            int((d & (golden["margin"][t] == 4)).sum()) for d, t in zip(diff, frames, strict=True)
+        ),
     }
 
 
@@ -224,8 +225,9 @@ def test_empty_mask_gives_background(net):
 def _confident_agreement(out: list[np.ndarray], golden: dict) -> float:
     """Share of the pixels where upstream's fp32 margin was >= 1e-3 (code 4) that agree."""
     frames = range(1, len(out))
-    same = sum(int(((out[t] == golden["expected"][t]) & (golden["margin"][t] == 4)).sum())
-               for t in frames)
+    same = sum(
+        int(((out[t] == golden["expected"][t]) & (golden["margin"][t] == 4)).sum()) for t in frames
+    )
     return same / sum(int((golden["margin"][t] == 4).sum()) for t in frames)
 
 
@@ -241,8 +243,7 @@ def test_cuda_schedule_in_fp32_on_cpu_keeps_golden_parity(net, golden):
     schedule = dataclasses.replace(Schedule.for_device("cuda", "fp32"), channels_last=True)
     assert schedule.batch_keys and not schedule.sparse_read and not schedule.fast_convs
     own = copy.deepcopy(net)  # channels-last is applied to the network in place
-    out = segment_video(own, golden["frames"][:n], golden["first_mask"], size=-1,
-                        schedule=schedule)
+    out = segment_video(own, golden["frames"][:n], golden["first_mask"], size=-1, schedule=schedule)
     assert next(own.parameters()).is_contiguous(memory_format=torch.channels_last)
     assert np.array_equal(out[0], golden["first_mask"])
     p = _parity(out, golden, range(1, n))
@@ -250,8 +251,7 @@ def test_cuda_schedule_in_fp32_on_cpu_keeps_golden_parity(net, golden):
 
 
 @pytest.mark.parametrize("where", ["cpu", "cuda-schedule"])
-def test_bf16_runs_the_whole_path_and_tracks_like_fp32_where_upstream_was_sure(
-        net, golden, where):
+def test_bf16_runs_the_whole_path_and_tracks_like_fp32_where_upstream_was_sure(net, golden, where):
     """bf16 autocast end to end: on the CPU schedule (sparse memory read, measured kernels)
     and on the CUDA one (bf16 standing in for fp16). Random weights leave most pixels near
     a tie (the median margin is 7.6e-4), so bf16 rounding flips many of them, even among
@@ -264,8 +264,11 @@ def test_bf16_runs_the_whole_path_and_tracks_like_fp32_where_upstream_was_sure(
 
     n = 7  # a memory write at frame 5 and a read after it
     own = copy.deepcopy(net)
-    kwargs = ({"precision": "bf16"} if where == "cpu"
-              else {"schedule": Schedule.for_device("cuda", "bf16")})
+    kwargs = (
+        {"precision": "bf16"}
+        if where == "cpu"
+        else {"schedule": Schedule.for_device("cuda", "bf16")}
+    )
     out = segment_video(own, golden["frames"][:n], golden["first_mask"], size=-1, **kwargs)
     assert np.array_equal(out[0], golden["first_mask"])
     assert all(m.dtype == np.uint8 and m.shape == (96, 160) for m in out)

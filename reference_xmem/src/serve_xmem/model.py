@@ -67,16 +67,19 @@ class Tracker:
         """frames: HxWx3 uint8 RGB, read as XMem goes; label_mask: HxW uint8 ids 1..K. Yields
         each mask as soon as it is computed, at ``SERVE_XMEM_PRECISION`` ('auto': fp16
         autocast on CUDA, fp32 on CPU)."""
-        return propagate(self.network, frames, label_mask, size=WORKING_SHORT_SIDE,
-                         precision=self.precision)
+        return propagate(
+            self.network, frames, label_mask, size=WORKING_SHORT_SIDE, precision=self.precision
+        )
 
     def session_info(self) -> dict[str, Any]:
         """Extra ``/get_session_info`` fields: the precision asked for and what it means on
         this device."""
         device_type = next(self.network.parameters()).device.type
         dtype = autocast_dtype(self.precision, device_type)
-        return {"precision": self.precision,
-                "compute_dtype": "float32" if dtype is None else str(dtype).removeprefix("torch.")}
+        return {
+            "precision": self.precision,
+            "compute_dtype": "float32" if dtype is None else str(dtype).removeprefix("torch."),
+        }
 
 
 def make_test_weights(directory: Path) -> Path | None:

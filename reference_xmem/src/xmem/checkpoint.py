@@ -27,26 +27,32 @@ def _listing(names: list[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def check_state_dict(state_dict: Mapping[str, torch.Tensor],
-                     source: str = "checkpoint") -> dict[str, int]:
+def check_state_dict(
+    state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> dict[str, int]:
     """Validate keys and shapes against the architecture the dims imply; return the dims.
 
     Raises CheckpointError naming a few missing / unexpected / mis-shaped keys with counts.
     """
     if not isinstance(state_dict, Mapping) or not all(isinstance(k, str) for k in state_dict):
-        raise CheckpointError(f"{source}: expected a state_dict (dict of name -> tensor), "
-                              f"got {type(state_dict).__name__}")
+        raise CheckpointError(
+            f"{source}: expected a state_dict (dict of name -> tensor), "
+            f"got {type(state_dict).__name__}"
+        )
     bad_values = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if bad_values:
         raise CheckpointError(
-            f"{source}: {len(bad_values)} entries are not tensors: {_listing(bad_values)}")
+            f"{source}: {len(bad_values)} entries are not tensors: {_listing(bad_values)}"
+        )
     dims = XMemNetwork.dims_from_state_dict(state_dict)
     expected = _expected_shapes(dims)
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    misshaped = [f"{k} {list(state_dict[k].shape)} (expected {list(shape)})"
-                 for k, (shape, _) in expected.items()
-                 if k in state_dict and tuple(state_dict[k].shape) != shape]
+    misshaped = [
+        f"{k} {list(state_dict[k].shape)} (expected {list(shape)})"
+        for k, (shape, _) in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != shape
+    ]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
@@ -58,7 +64,8 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor],
         raise CheckpointError(
             f"{source} is not an XMem checkpoint for key_dim={dims['key_dim']}, "
             f"value_dim={dims['value_dim']}, hidden_dim={dims['hidden_dim']}: "
-            + "; ".join(problems))
+            + "; ".join(problems)
+        )
     return dims
 
 
@@ -68,8 +75,7 @@ def widen_single_object(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
     w = state_dict.get("value_encoder.conv1.weight")
     if w is not None and w.dim() == 4 and w.shape[1] == 4:
         state_dict = dict(state_dict)
-        state_dict["value_encoder.conv1.weight"] = torch.cat(
-            [w, torch.zeros_like(w[:, :1])], dim=1)
+        state_dict["value_encoder.conv1.weight"] = torch.cat([w, torch.zeros_like(w[:, :1])], dim=1)
     return state_dict
 
 
@@ -84,7 +90,8 @@ def read_state_dict(weights_path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path}: refused for safety: the file is not a weights-only checkpoint (it needs "
             f"arbitrary Python objects to unpickle, which could run code). Re-save a plain "
-            f"state_dict of tensors. Details: {str(exc).splitlines()[0]}") from None
+            f"state_dict of tensors. Details: {str(exc).splitlines()[0]}"
+        ) from None
     except Exception as exc:  # truncated / not a torch file at all
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint: {exc}") from None
     if not isinstance(obj, Mapping):
@@ -92,8 +99,9 @@ def read_state_dict(weights_path: str | Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def network_from_state_dict(state_dict: Mapping[str, torch.Tensor], source: str = "state_dict"
-                            ) -> XMemNetwork:
+def network_from_state_dict(
+    state_dict: Mapping[str, torch.Tensor], source: str = "state_dict"
+) -> XMemNetwork:
     """Strictly load a state_dict into a network sized from it (no random init wasted)."""
     sd = widen_single_object(dict(state_dict))
     dims = check_state_dict(sd, source)

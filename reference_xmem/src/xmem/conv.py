@@ -33,7 +33,12 @@ _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("xmem_fast_convs
 _NNPACK = bool(getattr(torch, "_nnpack_available", lambda: False)())
 TUNER = KernelTuner()  # this process's measured choices
 DIRECT, CHANNELS_LAST, NNPACK, NNPACK_PER_IMAGE, GEMM = (
-    "direct", "channels_last", "nnpack", "nnpack_per_image", "gemm")
+    "direct",
+    "channels_last",
+    "nnpack",
+    "nnpack_per_image",
+    "gemm",
+)
 
 
 def nnpack_available() -> bool:
@@ -68,10 +73,17 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def candidates(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-               stride: tuple[int, ...], padding: tuple[int, ...] | str,
-               dilation: tuple[int, ...], groups: int) -> dict[str, Callable[[], torch.Tensor]]:
+def candidates(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...] | str,
+    dilation: tuple[int, ...],
+    groups: int,
+) -> dict[str, Callable[[], torch.Tensor]]:
     """Every kernel that computes this convolution (outputs NCHW-contiguous)."""
+
     def direct() -> torch.Tensor:
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
@@ -79,7 +91,7 @@ def candidates(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     if x.dim() != 4 or x.device.type != "cpu":
         return found
     fp32 = _compute_dtype(x) == torch.float32 and weight.dtype == torch.float32
-    plain = (not isinstance(padding, str) and tuple(dilation) == (1, 1) and groups == 1)
+    plain = not isinstance(padding, str) and tuple(dilation) == (1, 1) and groups == 1
 
     def channels_last() -> torch.Tensor:
         xc = x.contiguous(memory_format=torch.channels_last)
@@ -87,50 +99,92 @@ def candidates(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         return F.conv2d(xc, wc, bias, stride, padding, dilation, groups).contiguous()
 
     found[CHANNELS_LAST] = channels_last
-    if (_NNPACK and fp32 and plain and tuple(weight.shape[-2:]) == (3, 3)
-            and tuple(stride) == (1, 1) and tuple(padding) == (1, 1)):
+    if (
+        _NNPACK
+        and fp32
+        and plain
+        and tuple(weight.shape[-2:]) == (3, 3)
+        and tuple(stride) == (1, 1)
+        and tuple(padding) == (1, 1)
+    ):
+
         def nnpack() -> torch.Tensor:
-            return torch._nnpack_spatial_convolution(x.contiguous(), weight.contiguous(), bias,
-                                                     [1, 1], [1, 1])
+            return torch._nnpack_spatial_convolution(
+                x.contiguous(), weight.contiguous(), bias, [1, 1], [1, 1]
+            )
+
         found[NNPACK] = nnpack
         if x.shape[0] > 1:
             # PyTorch runs NNPACK's inference algorithm for one image and its batched
             # (training-oriented) one otherwise; per image can be several times faster.
             def nnpack_per_image() -> torch.Tensor:
                 wc = weight.contiguous()
-                return torch.cat([torch._nnpack_spatial_convolution(
-                    x[i:i + 1].contiguous(), wc, bias, [1, 1], [1, 1])
-                    for i in range(x.shape[0])])
+                return torch.cat(
+                    [
+                        torch._nnpack_spatial_convolution(
+                            x[i : i + 1].contiguous(), wc, bias, [1, 1], [1, 1]
+                        )
+                        for i in range(x.shape[0])
+                    ]
+                )
+
             found[NNPACK_PER_IMAGE] = nnpack_per_image
-    if (fp32 and plain and tuple(weight.shape[-2:]) == (1, 1) and tuple(stride) == (1, 1)
-            and tuple(padding) == (0, 0)):
+    if (
+        fp32
+        and plain
+        and tuple(weight.shape[-2:]) == (1, 1)
+        and tuple(stride) == (1, 1)
+        and tuple(padding) == (0, 0)
+    ):
+
         def gemm() -> torch.Tensor:
             b, c, h, w = x.shape
             out = torch.matmul(weight.reshape(weight.shape[0], c), x.reshape(b, c, h * w))
             if bias is not None:
                 out = out + bias.reshape(1, -1, 1)
             return out.reshape(b, -1, h, w)
+
         found[GEMM] = gemm
     return found
 
 
 def _eligible(x: torch.Tensor) -> bool:
-    return (_ENABLED.get() and x.dim() == 4 and x.device.type == "cpu"
-            and not torch.is_grad_enabled() and x.shape[0] > 0)
+    return (
+        _ENABLED.get()
+        and x.dim() == 4
+        and x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and x.shape[0] > 0
+    )
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-           dilation: int | tuple[int, int] = 1, groups: int = 1) -> torch.Tensor:
+def conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+) -> torch.Tensor:
     """`F.conv2d`; under `fast_convs` on CPU, through the kernel measured fastest for this
     shape (see module docstring)."""
     if not _eligible(x):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     st, pad, dil = _pair(stride), _pair(padding), _pair(dilation)
     options = candidates(x, weight, bias, st, pad, dil, groups)
-    key = ("conv", str(_compute_dtype(x)).removeprefix("torch."), tuple(x.shape),
-           tuple(weight.shape), st, pad, dil, groups, bias is not None,
-           torch.get_num_threads())
+    key = (
+        "conv",
+        str(_compute_dtype(x)).removeprefix("torch."),
+        tuple(x.shape),
+        tuple(weight.shape),
+        st,
+        pad,
+        dil,
+        groups,
+        bias is not None,
+        torch.get_num_threads(),
+    )
     return TUNER.run(key, options)
 
 
@@ -140,22 +194,25 @@ class Conv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode != "zeros":
             return super().forward(x)
-        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                      self.groups)
+        return conv2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 def version_tag(*tensors: torch.Tensor | None) -> tuple:
     """Changes whenever any tensor is modified in place, replaced, or moved: the key of
     caches of values derived from weights."""
-    return tuple(None if t is None else (id(t), t.data_ptr(), t._version, t.dtype, t.device)
-                 for t in tensors)
+    return tuple(
+        None if t is None else (id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors
+    )
 
 
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """conv weight/bias with the eval-mode BN folded in, cached on the conv until any
     parameter or running statistic changes (in place or replaced)."""
-    tag = version_tag(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
-                      bn.running_var) + (bn.eps,)
+    tag = version_tag(
+        conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var
+    ) + (bn.eps,)
     cached = conv.__dict__.get("_xmem_folded")
     if cached is not None and cached[0] == tag:
         return cached[1]
@@ -172,9 +229,15 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Te
 def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
     """`bn(conv(x))`; under `fast_convs` (eval-mode BN, no autograd) one conv with the BN
     folded into its weights: the same affine map, rounded differently."""
-    if (_ENABLED.get() and not bn.training and bn.track_running_stats and bn.affine
-            and bn.running_var is not None and not torch.is_grad_enabled()
-            and conv.padding_mode == "zeros"):
+    if (
+        _ENABLED.get()
+        and not bn.training
+        and bn.track_running_stats
+        and bn.affine
+        and bn.running_var is not None
+        and not torch.is_grad_enabled()
+        and conv.padding_mode == "zeros"
+    ):
         weight, bias = _folded(conv, bn)
         return conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     return bn(conv(x))

@@ -51,19 +51,29 @@ def resolve_config(config: dict | None) -> dict:
     if config:
         unknown = sorted(set(config) - set(DEFAULT_CONFIG))
         if unknown:
-            raise ValueError(f"unknown XMem config key(s): {', '.join(map(str, unknown))}; "
-                             f"known: {', '.join(DEFAULT_CONFIG)}")
+            raise ValueError(
+                f"unknown XMem config key(s): {', '.join(map(str, unknown))}; "
+                f"known: {', '.join(DEFAULT_CONFIG)}"
+            )
         cfg.update(config)
-    for name in ("top_k", "mem_every", "num_prototypes", "min_mid_term_frames",
-                 "max_mid_term_frames", "max_long_term_elements"):
+    for name in (
+        "top_k",
+        "mem_every",
+        "num_prototypes",
+        "min_mid_term_frames",
+        "max_mid_term_frames",
+        "max_long_term_elements",
+    ):
         value = cfg[name]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"config[{name!r}] must be a positive integer, got {cfg[name]!r}")
         cfg[name] = int(cfg[name])
     due = cfg["deep_update_every"]
     if isinstance(due, bool) or not isinstance(due, (int, np.integer)) or due == 0:
-        raise ValueError(f"config['deep_update_every'] must be a non-zero integer (-1: with memory "
-                         f"frames), got {due!r}")
+        raise ValueError(
+            f"config['deep_update_every'] must be a non-zero integer (-1: with memory "
+            f"frames), got {due!r}"
+        )
     cfg["deep_update_every"] = int(due)
     if cfg["min_mid_term_frames"] >= cfg["max_mid_term_frames"]:
         raise ValueError("config: min_mid_term_frames must be < max_mid_term_frames")
@@ -98,15 +108,15 @@ def pad_amounts(h: int, w: int, d: int = PAD_MULTIPLE) -> tuple[int, int, int, i
 def unpad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
     left, right, top, bottom = pad
     h, w = x.shape[-2:]
-    return x[..., top:h - bottom, left:w - right]
+    return x[..., top : h - bottom, left : w - right]
 
 
 @dataclass
 class EncodedFrame:
     """Everything the engine needs from one frame, before touching memory."""
 
-    image: torch.Tensor      # [1, 3, Hp, Wp] normalised, padded
-    key: torch.Tensor        # [1, CK, h, w]
+    image: torch.Tensor  # [1, 3, Hp, Wp] normalised, padded
+    key: torch.Tensor  # [1, CK, h, w]
     shrinkage: torch.Tensor  # [1, 1, h, w]
     selection: torch.Tensor  # [1, CK, h, w]
     f16: torch.Tensor
@@ -118,8 +128,13 @@ class FramePreprocessor:
     """uint8 RGB frames -> normalised, resized, padded tensors (normalise before resize,
     as upstream eval does; padding is 0 in normalised space = mean colour)."""
 
-    def __init__(self, src_hw: tuple[int, int], work_hw: tuple[int, int],
-                 device: torch.device, channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        src_hw: tuple[int, int],
+        work_hw: tuple[int, int],
+        device: torch.device,
+        channels_last: bool = False,
+    ) -> None:
         self.src_hw = src_hw
         self.work_hw = work_hw
         self.pad = pad_amounts(*work_hw)
@@ -133,8 +148,9 @@ class FramePreprocessor:
         x = x.permute(0, 3, 1, 2).float() / 255
         x = (x - self.mean) / self.std
         if self.work_hw != self.src_hw:
-            x = F.interpolate(x, size=self.work_hw, mode="bilinear", align_corners=False,
-                              antialias=True)
+            x = F.interpolate(
+                x, size=self.work_hw, mode="bilinear", align_corners=False, antialias=True
+            )
         x = F.pad(x, self.pad)
         # The HWC source makes x channels_last-strided. Keep that only for CUDA fp16 convs;
         # on CPU plain NCHW is faster overall (mixed layouts in the decoder cost reorders).
@@ -155,10 +171,13 @@ def _flag_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
     yield current, True
 
 
-def encode_frames(network: XMemNetwork, frames: Iterable[np.ndarray],
-                  prep: FramePreprocessor, chunk: int,
-                  contexts: Callable[[], contextlib.AbstractContextManager] = torch.inference_mode,
-                  ) -> Iterator[tuple[EncodedFrame, bool]]:
+def encode_frames(
+    network: XMemNetwork,
+    frames: Iterable[np.ndarray],
+    prep: FramePreprocessor,
+    chunk: int,
+    contexts: Callable[[], contextlib.AbstractContextManager] = torch.inference_mode,
+) -> Iterator[tuple[EncodedFrame, bool]]:
     """Yield ``(key features, is_last)`` frame by frame, computing them `chunk` frames at a
     time under `contexts()`. Frames are read only as needed (a chunk plus one ahead), and
     only one chunk of features is alive at once, so memory stays bounded on any length."""
@@ -169,8 +188,10 @@ def encode_frames(network: XMemNetwork, frames: Iterable[np.ndarray],
             key, shrinkage, selection, f16, f8, f4 = network.encode_key(images)
         for i, (_, last) in enumerate(batch):
             s = slice(i, i + 1)
-            yield EncodedFrame(images[s], key[s], shrinkage[s], selection[s], f16[s], f8[s],
-                               f4[s]), last
+            yield (
+                EncodedFrame(images[s], key[s], shrinkage[s], selection[s], f16[s], f8[s], f4[s]),
+                last,
+            )
         del images, key, shrinkage, selection, f16, f8, f4, batch
 
 
@@ -190,8 +211,14 @@ def argmax_channels(prob: torch.Tensor) -> torch.Tensor:
 class XMemEngine:
     """Upstream's `InferenceCore.step` schedule for one video with all objects on frame 0."""
 
-    def __init__(self, network: XMemNetwork, num_objects: int, config: dict,
-                 fast: bool = True, sparse_read: bool | None = None) -> None:
+    def __init__(
+        self,
+        network: XMemNetwork,
+        num_objects: int,
+        config: dict,
+        fast: bool = True,
+        sparse_read: bool | None = None,
+    ) -> None:
         self.network = network
         self.fast = fast
         self.num_objects = num_objects
@@ -200,14 +227,14 @@ class XMemEngine:
         self.deep_update_every = config["deep_update_every"]
         self.deep_sync = self.deep_update_every < 0
         self.enable_long_term = config["enable_long_term"]
-        self.memory = MemoryManager(config, network.hidden_dim, fast=fast,
-                                    sparse=sparse_read)
+        self.memory = MemoryManager(config, network.hidden_dim, fast=fast, sparse=sparse_read)
         self.curr_ti = -1
         self.last_mem_ti = 0
         self.last_deep_update_ti = -self.deep_update_every
 
-    def step(self, enc: EncodedFrame, mask: torch.Tensor | None = None, end: bool = False
-             ) -> torch.Tensor:
+    def step(
+        self, enc: EncodedFrame, mask: torch.Tensor | None = None, end: bool = False
+    ) -> torch.Tensor:
         """One frame. mask: [K, Hp, Wp] one-hot (first frame). Returns [K+1, Hp, Wp] probs.
         `end` skips the final memory write / hidden update (never changes the output)."""
         self.curr_ti += 1
@@ -225,8 +252,15 @@ class XMemEngine:
         prob = None
         if need_segment:
             readout = mem.match_memory(enc.key, enc.selection)
-            hidden, prob = net.segment(enc.f16, enc.f8, enc.f4, readout, mem.hidden,
-                                       h_out=normal_update, share_image=self.fast)
+            hidden, prob = net.segment(
+                enc.f16,
+                enc.f8,
+                enc.f4,
+                readout,
+                mem.hidden,
+                h_out=normal_update,
+                share_image=self.fast,
+            )
             prob = prob[0]
             if normal_update and hidden is not None:
                 mem.hidden = hidden
@@ -239,10 +273,17 @@ class XMemEngine:
             raise RuntimeError("no mask for the first frame")
 
         if is_mem:
-            value, hidden = net.encode_value(enc.image, enc.f16, mem.hidden, prob[1:].unsqueeze(0),
-                                             deep_update=deep_update, share_image=self.fast)
-            mem.add_memory(enc.key, enc.shrinkage, value,
-                           enc.selection if self.enable_long_term else None)
+            value, hidden = net.encode_value(
+                enc.image,
+                enc.f16,
+                mem.hidden,
+                prob[1:].unsqueeze(0),
+                deep_update=deep_update,
+                share_image=self.fast,
+            )
+            mem.add_memory(
+                enc.key, enc.shrinkage, value, enc.selection if self.enable_long_term else None
+            )
             self.last_mem_ti = t
             if deep_update:
                 mem.hidden = hidden
@@ -276,17 +317,27 @@ def _object_ids(mask: np.ndarray) -> list[int]:
     if ids.size and ids.min() < 0:
         raise ValueError(f"input_mask has negative ids ({int(ids.min())}); ids must be 0..255")
     if ids.size and ids.max() > 255:
-        raise ValueError(f"input_mask has ids above 255 ({int(ids.max())}); "
-                         "output masks are uint8, so ids must be 0..255")
+        raise ValueError(
+            f"input_mask has ids above 255 ({int(ids.max())}); "
+            "output masks are uint8, so ids must be 0..255"
+        )
     return [int(i) for i in ids if i != 0]
 
 
-def segment_video(network: XMemNetwork, frames: Sequence[np.ndarray], input_mask: np.ndarray,
-                  size: int = 480, config: dict | None = None, *,
-                  batch_keys: bool | None = None,
-                  key_chunk: int = KEY_CHUNK, fast_ops: bool = True,
-                  precision: str = "auto", schedule: Schedule | None = None,
-                  stats: dict | None = None) -> list[np.ndarray]:
+def segment_video(
+    network: XMemNetwork,
+    frames: Sequence[np.ndarray],
+    input_mask: np.ndarray,
+    size: int = 480,
+    config: dict | None = None,
+    *,
+    batch_keys: bool | None = None,
+    key_chunk: int = KEY_CHUNK,
+    fast_ops: bool = True,
+    precision: str = "auto",
+    schedule: Schedule | None = None,
+    stats: dict | None = None,
+) -> list[np.ndarray]:
     """Propagate the frame-0 label mask through `frames`.
 
     frames: HxWx3 uint8 RGB; input_mask: HxW integer ids (0 background, 1..255, gaps ok).
@@ -313,9 +364,21 @@ def segment_video(network: XMemNetwork, frames: Sequence[np.ndarray], input_mask
     (consolidations, sizes, per-frame trace).
     """
     _validate_inputs(frames, input_mask)
-    return list(propagate(network, frames, input_mask, size, config, batch_keys=batch_keys,
-                          key_chunk=key_chunk, fast_ops=fast_ops, precision=precision,
-                          schedule=schedule, stats=stats))
+    return list(
+        propagate(
+            network,
+            frames,
+            input_mask,
+            size,
+            config,
+            batch_keys=batch_keys,
+            key_chunk=key_chunk,
+            fast_ops=fast_ops,
+            precision=precision,
+            schedule=schedule,
+            stats=stats,
+        )
+    )
 
 
 def _checked_frames(frames: Iterable[np.ndarray], h: int, w: int) -> Iterator[np.ndarray]:
@@ -326,12 +389,20 @@ def _checked_frames(frames: Iterable[np.ndarray], h: int, w: int) -> Iterator[np
         yield f
 
 
-def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np.ndarray,
-              size: int = 480, config: dict | None = None, *,
-              batch_keys: bool | None = None,
-              key_chunk: int = KEY_CHUNK, fast_ops: bool = True,
-              precision: str = "auto", schedule: Schedule | None = None,
-              stats: dict | None = None) -> Iterator[np.ndarray]:
+def propagate(
+    network: XMemNetwork,
+    frames: Iterable[np.ndarray],
+    input_mask: np.ndarray,
+    size: int = 480,
+    config: dict | None = None,
+    *,
+    batch_keys: bool | None = None,
+    key_chunk: int = KEY_CHUNK,
+    fast_ops: bool = True,
+    precision: str = "auto",
+    schedule: Schedule | None = None,
+    stats: dict | None = None,
+) -> Iterator[np.ndarray]:
     """`segment_video` as a generator: reads `frames` (any iterable, the annotated frame
     first) as it goes and yields each mask as soon as it is computed, first the input mask.
 
@@ -341,8 +412,9 @@ def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np
     """
     device = next(network.parameters()).device
     if schedule is None:
-        schedule = Schedule.for_device(device.type, precision, batch_keys=batch_keys,
-                                       key_chunk=key_chunk, fast_ops=fast_ops)
+        schedule = Schedule.for_device(
+            device.type, precision, batch_keys=batch_keys, key_chunk=key_chunk, fast_ops=fast_ops
+        )
     mask = np.asarray(input_mask)
     if mask.ndim != 2:
         raise ValueError(f"input_mask must be HxW, got shape {mask.shape}")
@@ -351,14 +423,23 @@ def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np
     h, w = mask.shape
     ids = _object_ids(mask)
     cfg = resolve_config(config)
-    if (not isinstance(size, (int, np.integer)) or isinstance(size, bool)
-            or (size != -1 and size <= 0)):
+    if (
+        not isinstance(size, (int, np.integer))
+        or isinstance(size, bool)
+        or (size != -1 and size <= 0)
+    ):
         raise ValueError(f"size must be -1 (native) or a positive int, got {size!r}")
     first = mask.astype(np.uint8)
     if stats is not None:
         stats.clear()
-        stats.update(num_objects=len(ids), consolidations=0, work_elements=0,
-                     long_term_elements=0, trace=[], working_hw=working_size(h, w, int(size)))
+        stats.update(
+            num_objects=len(ids),
+            consolidations=0,
+            work_elements=0,
+            long_term_elements=0,
+            trace=[],
+            working_hw=working_size(h, w, int(size)),
+        )
     checked = _checked_frames(frames, h, w)
     if not ids:  # nothing to track: all background
         for t, _ in enumerate(checked):
@@ -386,8 +467,9 @@ def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np
         if work_hw != (h, w):
             onehot = F.interpolate(onehot.unsqueeze(0), size=work_hw, mode="nearest")[0]
         onehot = F.pad(onehot, prep.pad)
-        engine = XMemEngine(network, k, cfg, fast=schedule.share_image,
-                            sparse_read=schedule.sparse_read)
+        engine = XMemEngine(
+            network, k, cfg, fast=schedule.share_image, sparse_read=schedule.sparse_read
+        )
     pending: list[torch.Tensor] = []  # device masks, copied to host once per chunk
     for t, (enc, last) in enumerate(encode_frames(network, checked, prep, chunk, contexts)):
         with contexts():
@@ -395,10 +477,12 @@ def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np
             if t > 0:
                 prob = unpad(prob, prep.pad).float()
                 if work_hw != (h, w):
-                    prob = F.interpolate(prob.unsqueeze(0), size=(h, w), mode="bilinear",
-                                         align_corners=False)[0]
-                pending.append(lut[argmax_channels(prob) if schedule.fast_argmax
-                                   else prob.argmax(dim=0)])
+                    prob = F.interpolate(
+                        prob.unsqueeze(0), size=(h, w), mode="bilinear", align_corners=False
+                    )[0]
+                pending.append(
+                    lut[argmax_channels(prob) if schedule.fast_argmax else prob.argmax(dim=0)]
+                )
             del prob, enc
             ready = t == 0 or len(pending) >= chunk or last
             host = torch.stack(pending).cpu().numpy() if ready and pending else None
@@ -409,6 +493,10 @@ def propagate(network: XMemNetwork, frames: Iterable[np.ndarray], input_mask: np
             yield from host
     if stats is not None:
         mem = engine.memory
-        stats.update(consolidations=mem.stats.consolidations, work_elements=mem.work_size,
-                     long_term_elements=mem.long_size, trace=list(mem.stats.trace),
-                     removed_long_term=mem.stats.removed_long_term)
+        stats.update(
+            consolidations=mem.stats.consolidations,
+            work_elements=mem.work_size,
+            long_term_elements=mem.long_size,
+            trace=list(mem.stats.trace),
+            removed_long_term=mem.stats.removed_long_term,
+        )

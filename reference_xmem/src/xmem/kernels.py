@@ -30,9 +30,13 @@ class KernelTuner:
     `clock` is injectable so tests can say which candidate "is" fastest.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter,
-                 min_rounds: int = MIN_ROUNDS, max_rounds: int = MAX_ROUNDS,
-                 cheap_s: float = CHEAP_S) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.perf_counter,
+        min_rounds: int = MIN_ROUNDS,
+        max_rounds: int = MAX_ROUNDS,
+        cheap_s: float = CHEAP_S,
+    ) -> None:
         self.clock = clock
         self.min_rounds = max(1, int(min_rounds))
         self.max_rounds = max(self.min_rounds, int(max_rounds))
@@ -74,8 +78,7 @@ class KernelTuner:
             result: dict[str, R] = {}
             spent = 0.0
             rounds = 0
-            while rounds < self.min_rounds or (rounds < self.max_rounds
-                                                and spent < self.cheap_s):
+            while rounds < self.min_rounds or (rounds < self.max_rounds and spent < self.cheap_s):
                 for name, fn in candidates.items():
                     start = self.clock()
                     out = fn()
@@ -87,6 +90,10 @@ class KernelTuner:
             chosen = min(best, key=best.__getitem__)
             self._choices[key] = chosen
             self._timings[key] = best
-        log.info("kernel for %s: %s (%s)", key, chosen,
-                 ", ".join(f"{n} {s * 1000:.2f} ms" for n, s in best.items()))
+        log.info(
+            "kernel for %s: %s (%s)",
+            key,
+            chosen,
+            ", ".join(f"{n} {s * 1000:.2f} ms" for n, s in best.items()),
+        )
         return result[chosen]

@@ -18,8 +18,12 @@ import torch
 
 
 # ----------------------------------------------------------------------- affinity math
-def get_similarity(mem_key: torch.Tensor, mem_shrinkage: torch.Tensor | None,
-                   query_key: torch.Tensor, query_selection: torch.Tensor | None) -> torch.Tensor:
+def get_similarity(
+    mem_key: torch.Tensor,
+    mem_shrinkage: torch.Tensor | None,
+    query_key: torch.Tensor,
+    query_selection: torch.Tensor | None,
+) -> torch.Tensor:
     """Anisotropic negative squared L2, [B, N, HW]:
     S = -(s_n / sqrt(CK)) * sum_c e_cm (mk_cn - qk_cm)^2, computed as the three-term
     expansion in upstream's order (the last term cancels in the softmax but is kept for
@@ -91,8 +95,13 @@ class KeyValueStore:
     def engaged(self) -> bool:
         return self.size > 0
 
-    def add(self, key: torch.Tensor, value: torch.Tensor, shrinkage: torch.Tensor | None,
-            selection: torch.Tensor | None) -> None:
+    def add(
+        self,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        shrinkage: torch.Tensor | None,
+        selection: torch.Tensor | None,
+    ) -> None:
         n = key.shape[-1]
         new_use = torch.zeros((key.shape[0], 1, n), device=key.device, dtype=torch.float32)
         new_life = torch.zeros((key.shape[0], 1, n), device=key.device, dtype=torch.float32) + 1e-7
@@ -126,8 +135,13 @@ class KeyValueStore:
     def _keep(self, keep: torch.Tensor | slice) -> None:
         def cut(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[:, :, keep]
+
         self.key, self.shrinkage, self.selection, self.value = (
-            cut(self.key), cut(self.shrinkage), cut(self.selection), cut(self.value))
+            cut(self.key),
+            cut(self.shrinkage),
+            cut(self.selection),
+            cut(self.value),
+        )
         if self.count_usage:
             self.use_count, self.life_count = cut(self.use_count), cut(self.life_count)
 
@@ -169,8 +183,9 @@ class MemoryManager:
     and long videos; results differ from the dense form only by float rounding.
     """
 
-    def __init__(self, config: dict, hidden_dim: int, fast: bool = False,
-                 sparse: bool | None = None) -> None:
+    def __init__(
+        self, config: dict, hidden_dim: int, fast: bool = False, sparse: bool | None = None
+    ) -> None:
         self.top_k: int = int(config["top_k"])
         self.enable_long_term: bool = bool(config["enable_long_term"])
         self.count_long_usage: bool = bool(config["enable_long_term_count_usage"])
@@ -180,8 +195,9 @@ class MemoryManager:
         self.max_long_elements: int = int(config["max_long_term_elements"])
         self.hidden_dim = hidden_dim
         self.work = KeyValueStore(count_usage=self.enable_long_term)
-        self.long = (KeyValueStore(count_usage=self.count_long_usage)
-                     if self.enable_long_term else None)
+        self.long = (
+            KeyValueStore(count_usage=self.count_long_usage) if self.enable_long_term else None
+        )
         self.hidden: torch.Tensor | None = None
         self.hw: int | None = None
         self.min_work = self.max_work = 0
@@ -229,14 +245,14 @@ class MemoryManager:
         stores = [s for s in (self.long, self.work) if s is not None and s.engaged()]
         # fp32 whatever the precision: the three-term similarity cancels (bf16 inputs would
         # move the top-k), and sparse products exist for fp32 only on CPU (MKL).
-        mk = torch.cat([s.key for s in stores], -1)[0].float()      # [CK, N]
+        mk = torch.cat([s.key for s in stores], -1)[0].float()  # [CK, N]
         ms = torch.cat([s.shrinkage for s in stores], -1)[0].float()  # [1, N]
-        mv = torch.cat([s.value for s in stores], -1).float()       # [K, CV, N]
+        mv = torch.cat([s.value for s in stores], -1).float()  # [K, CV, N]
         ck = mk.shape[0]
         # S^T = [e; qk*e; sum e*qk^2]^T @ [-mk^2; 2 mk; -1], then * s / sqrt(CK)
         aug = torch.cat([-mk.pow(2), 2 * mk, -torch.ones_like(mk[:1])], 0)
         scale = ms / math.sqrt(ck)
-        values_t = mv.reshape(-1, mv.shape[-1]).t().contiguous()    # [N, K*CV]
+        values_t = mv.reshape(-1, mv.shape[-1]).t().contiguous()  # [N, K*CV]
         n_long = self.long.size if (self.long is not None and self.long.engaged()) else 0
         self._cache = (self._version, aug, scale, values_t, n_long)
         return aug, scale, values_t, n_long
@@ -246,20 +262,24 @@ class MemoryManager:
         n = aug.shape[1]
         hw = qk.shape[1]
         query = torch.cat([qe, qk * qe, (qe * qk.pow(2)).sum(0, keepdim=True)], 0)
-        sim_t = (query.t() @ aug).mul_(scale)                       # [HW, N]
+        sim_t = (query.t() @ aug).mul_(scale)  # [HW, N]
         k = min(self.top_k, n)
         top, idx = sim_t.topk(k, dim=1)
         del sim_t
-        weight = torch.exp(top - top[:, :1])                        # max-subtracted
+        weight = torch.exp(top - top[:, :1])  # max-subtracted
         weight = weight / weight.sum(dim=1, keepdim=True)
-        idx, order = idx.sort(dim=1)                                # CSR: sorted columns
+        idx, order = idx.sort(dim=1)  # CSR: sorted columns
         weight = weight.gather(1, order)
         with warnings.catch_warnings():  # "sparse CSR is beta": the op used here is stable
             warnings.simplefilter("ignore", UserWarning)
             affinity_t = torch.sparse_csr_tensor(
-                torch.arange(0, hw * k + 1, k, device=idx.device), idx.flatten(),
-                weight.flatten(), size=(hw, n), check_invariants=False)
-        readout = (affinity_t @ values_t).t()                       # [K*CV, HW]
+                torch.arange(0, hw * k + 1, k, device=idx.device),
+                idx.flatten(),
+                weight.flatten(),
+                size=(hw, n),
+                check_invariants=False,
+            )
+        readout = (affinity_t @ values_t).t()  # [K*CV, HW]
         if self.enable_long_term:
             usage = torch.zeros(n, dtype=weight.dtype, device=weight.device)
             usage.index_add_(0, idx.flatten(), weight.flatten())
@@ -270,8 +290,13 @@ class MemoryManager:
         return readout.reshape(1, k_obj, -1, h, w)
 
     # ----------------------------------------------------------------------- write
-    def add_memory(self, key: torch.Tensor, shrinkage: torch.Tensor, value: torch.Tensor,
-                   selection: torch.Tensor | None) -> None:
+    def add_memory(
+        self,
+        key: torch.Tensor,
+        shrinkage: torch.Tensor,
+        value: torch.Tensor,
+        selection: torch.Tensor | None,
+    ) -> None:
         """key [1, CK, h, w], shrinkage [1, 1, h, w], value [1, K, CV, h, w]."""
         if self.hw is None:
             self.hw = int(key.shape[-2] * key.shape[-1])
@@ -324,8 +349,9 @@ class MemoryManager:
             h, w = key.shape[-2:]
             # float32 like upstream even when keys come out of fp16 autocast
             dtype = torch.float32 if key.dtype in (torch.float16, torch.bfloat16) else key.dtype
-            self.hidden = torch.zeros((1, num_objects, self.hidden_dim, h, w),
-                                      device=key.device, dtype=dtype)
+            self.hidden = torch.zeros(
+                (1, num_objects, self.hidden_dim, h, w), device=key.device, dtype=dtype
+            )
 
     @property
     def work_size(self) -> int:

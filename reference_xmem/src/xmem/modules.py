@@ -77,10 +77,12 @@ class GroupResBlock(nn.Module):
         gf = g.flatten(0, 1)
         w1x, w1g = self._split(self.conv1, cx)
         wdx, wdg = self._split(self.downsample, cx)
-        h = (conv2d(F.relu(gf), w1g, None, padding=1).reshape(b, k, -1, *gf.shape[-2:])
-             + conv2d(F.relu(x), w1x, self.conv1.bias, padding=1).unsqueeze(1))
-        short = (conv2d(gf, wdg, None, padding=1).reshape(b, k, -1, *gf.shape[-2:])
-                 + conv2d(x, wdx, self.downsample.bias, padding=1).unsqueeze(1))
+        h = conv2d(F.relu(gf), w1g, None, padding=1).reshape(b, k, -1, *gf.shape[-2:]) + conv2d(
+            F.relu(x), w1x, self.conv1.bias, padding=1
+        ).unsqueeze(1)
+        short = conv2d(gf, wdg, None, padding=1).reshape(b, k, -1, *gf.shape[-2:]) + conv2d(
+            x, wdx, self.downsample.bias, padding=1
+        ).unsqueeze(1)
         out = self.conv2(F.relu(h.flatten(0, 1)))
         return out.reshape(b, k, *out.shape[1:]) + short
 
@@ -93,7 +95,9 @@ class ChannelGate(nn.Module):
         super().__init__()
         # Index 0 (Flatten) and 2 (ReLU) carry no weights: keys are mlp.1 and mlp.3.
         self.mlp = nn.Sequential(
-            nn.Flatten(), nn.Linear(channels, channels // reduction), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(channels, channels // reduction),
+            nn.ReLU(),
             nn.Linear(channels // reduction, channels),
         )
 
@@ -162,8 +166,8 @@ def gated_update(values: torch.Tensor, h: torch.Tensor, hidden_dim: int) -> torc
     """XMem's non-standard gate, kept as is for weight compatibility:
     h' = f * h * (1 - u) + u * n with f, u sigmoid and n tanh (no reset gate)."""
     forget = torch.sigmoid(values[:, :, :hidden_dim])
-    update = torch.sigmoid(values[:, :, hidden_dim:2 * hidden_dim])
-    new_value = torch.tanh(values[:, :, 2 * hidden_dim:])
+    update = torch.sigmoid(values[:, :, hidden_dim : 2 * hidden_dim])
+    new_value = torch.tanh(values[:, :, 2 * hidden_dim :])
     return forget * h * (1 - update) + update * new_value
 
 
@@ -191,11 +195,14 @@ class HiddenUpdater(nn.Module):
         self.g4_conv = nn.Conv2d(g_dims[2], mid_dim, 1)
         self.transform = Conv2d(mid_dim + hidden_dim, hidden_dim * 3, 3, padding=1)
 
-    def forward(self, g16: torch.Tensor, g8: torch.Tensor, g4: torch.Tensor,
-                h: torch.Tensor) -> torch.Tensor:
-        g = (group_apply(self.g16_conv, g16)
-             + group_apply(self.g8_conv, resize_groups(g8, 1 / 2, "area"))
-             + group_apply(self.g4_conv, resize_groups(g4, 1 / 4, "area")))
+    def forward(
+        self, g16: torch.Tensor, g8: torch.Tensor, g4: torch.Tensor, h: torch.Tensor
+    ) -> torch.Tensor:
+        g = (
+            group_apply(self.g16_conv, g16)
+            + group_apply(self.g8_conv, resize_groups(g8, 1 / 2, "area"))
+            + group_apply(self.g4_conv, resize_groups(g4, 1 / 4, "area"))
+        )
         values = group_apply(self.transform, torch.cat([g, h], dim=2))
         return gated_update(values, h, self.hidden_dim)
 
@@ -231,9 +238,16 @@ class ValueEncoder(nn.Module):
         self.fuser = FeatureFusionBlock(1024, 256, value_dim, value_dim)
         self.hidden_reinforce = HiddenReinforcer(value_dim, hidden_dim) if hidden_dim > 0 else None
 
-    def forward(self, image: torch.Tensor, f16: torch.Tensor, h: torch.Tensor | None,
-                masks: torch.Tensor, others: torch.Tensor, deep_update: bool = True,
-                share_image: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        image: torch.Tensor,
+        f16: torch.Tensor,
+        h: torch.Tensor | None,
+        masks: torch.Tensor,
+        others: torch.Tensor,
+        deep_update: bool = True,
+        share_image: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         g = cat_shared(image, torch.stack([masks, others], dim=2))  # [B, K, 5, H, W]
         b, k = g.shape[:2]
         x = g.flatten(0, 1)
@@ -256,8 +270,9 @@ class KeyProjection(nn.Module):
         self.d_proj = Conv2d(in_dim, 1, 3, padding=1)
         self.e_proj = Conv2d(in_dim, key_dim, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, need_s: bool = True, need_e: bool = True
-                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, need_s: bool = True, need_e: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         shrinkage = self.d_proj(x) ** 2 + 1 if need_s else None
         selection = torch.sigmoid(self.e_proj(x)) if need_e else None
         return self.key_proj(x), shrinkage, selection
@@ -285,15 +300,23 @@ class Decoder(nn.Module):
         super().__init__()
         self.hidden_dim = hidden_dim
         self.fuser = FeatureFusionBlock(1024, value_dim + hidden_dim, 512, 512)
-        self.hidden_update = (HiddenUpdater((512, 256, 256 + 1), 256, hidden_dim)
-                              if hidden_dim > 0 else None)
+        self.hidden_update = (
+            HiddenUpdater((512, 256, 256 + 1), 256, hidden_dim) if hidden_dim > 0 else None
+        )
         self.up_16_8 = UpsampleBlock(512, 512, 256)
         self.up_8_4 = UpsampleBlock(256, 256, 256)
         self.pred = Conv2d(256, 1, 3, padding=1)
 
-    def forward(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor,
-                hidden: torch.Tensor | None, readout: torch.Tensor, h_out: bool = True,
-                share_image: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def forward(
+        self,
+        f16: torch.Tensor,
+        f8: torch.Tensor,
+        f4: torch.Tensor,
+        hidden: torch.Tensor | None,
+        readout: torch.Tensor,
+        h_out: bool = True,
+        share_image: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         b, k = readout.shape[:2]
         if self.hidden_update is not None and hidden is not None:
             g16 = self.fuser(f16, torch.cat([readout, hidden], dim=2), share_image)

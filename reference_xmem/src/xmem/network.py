@@ -38,7 +38,8 @@ class XMemNetwork(nn.Module):
         super().__init__()
         if key_dim <= 0 or value_dim <= 0 or hidden_dim < 0:
             raise ValueError(
-                f"bad dims key_dim={key_dim} value_dim={value_dim} hidden_dim={hidden_dim}")
+                f"bad dims key_dim={key_dim} value_dim={value_dim} hidden_dim={hidden_dim}"
+            )
         self.key_dim = key_dim
         self.value_dim = value_dim
         self.hidden_dim = hidden_dim
@@ -73,35 +74,60 @@ class XMemNetwork(nn.Module):
         return cls(**cls.dims_from_state_dict(state_dict))
 
     # ---------------------------------------------------------------------- forwards
-    def encode_key(self, frame: torch.Tensor, need_s: bool = True, need_e: bool = True
-                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None,
-                              torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode_key(
+        self, frame: torch.Tensor, need_s: bool = True, need_e: bool = True
+    ) -> tuple[
+        torch.Tensor,
+        torch.Tensor | None,
+        torch.Tensor | None,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+    ]:
         """frame [B, 3, H, W] -> key, shrinkage, selection, f16, f8, f4 (B may batch frames)."""
         f16, f8, f4 = self.key_encoder(frame)
         key, shrinkage, selection = self.key_proj(f16, need_s, need_e)
         return key, shrinkage, selection, f16, f8, f4
 
-    def encode_value(self, frame: torch.Tensor, f16: torch.Tensor, hidden: torch.Tensor | None,
-                     masks: torch.Tensor, deep_update: bool = True, share_image: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode_value(
+        self,
+        frame: torch.Tensor,
+        f16: torch.Tensor,
+        hidden: torch.Tensor | None,
+        masks: torch.Tensor,
+        deep_update: bool = True,
+        share_image: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """masks [B, K, H, W] soft probabilities; 'others' = sum of the other objects'.
         share_image: compute the image half of the fusion conv once for all objects."""
         k = masks.shape[1]
         if k != 1:
             # Same summation as upstream (index-select then sum), not total - self.
-            others = torch.cat([
-                masks[:, [j for j in range(k) if j != i]].sum(dim=1, keepdim=True)
-                for i in range(k)], dim=1)
+            others = torch.cat(
+                [
+                    masks[:, [j for j in range(k) if j != i]].sum(dim=1, keepdim=True)
+                    for i in range(k)
+                ],
+                dim=1,
+            )
         else:
             others = torch.zeros_like(masks)
         return self.value_encoder(frame, f16, hidden, masks, others, deep_update, share_image)
 
-    def segment(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor,
-                readout: torch.Tensor, hidden: torch.Tensor | None, h_out: bool = True,
-                share_image: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def segment(
+        self,
+        f16: torch.Tensor,
+        f8: torch.Tensor,
+        f4: torch.Tensor,
+        readout: torch.Tensor,
+        hidden: torch.Tensor | None,
+        h_out: bool = True,
+        share_image: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Decode and soft-aggregate; returns (new hidden or None, prob [B, K+1, H, W])."""
-        new_hidden, logits = self.decoder(f16, f8, f4, hidden, readout, h_out=h_out,
-                                          share_image=share_image)
+        new_hidden, logits = self.decoder(
+            f16, f8, f4, hidden, readout, h_out=h_out, share_image=share_image
+        )
         prob = aggregate(torch.sigmoid(logits), dim=1)
         return new_hidden, prob
 

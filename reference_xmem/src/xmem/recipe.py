@@ -35,14 +35,19 @@ def _recipe_value(i: int, key: str, shape: tuple[int, ...]) -> np.ndarray:
     raise ValueError(f"recipe has no rule for {key} {shape}")
 
 
-def recipe_state_dict(key_dim: int = 64, value_dim: int = 512, hidden_dim: int = 64
-                      ) -> dict[str, torch.Tensor]:
+def recipe_state_dict(
+    key_dim: int = 64, value_dim: int = 512, hidden_dim: int = 64
+) -> dict[str, torch.Tensor]:
     """The recipe state_dict, keys in sorted (code-point) order = recipe index i."""
     with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in
-                  XMemNetwork(key_dim, value_dim, hidden_dim).state_dict().items()}
-    return {key: torch.from_numpy(_recipe_value(i, key, shapes[key]).copy(order="C"))
-            for i, key in enumerate(sorted(shapes))}
+        shapes = {
+            k: tuple(v.shape)
+            for k, v in XMemNetwork(key_dim, value_dim, hidden_dim).state_dict().items()
+        }
+    return {
+        key: torch.from_numpy(_recipe_value(i, key, shapes[key]).copy(order="C"))
+        for i, key in enumerate(sorted(shapes))
+    }
 
 
 def write_recipe_weights(path: str | Path) -> Path:

@@ -73,8 +73,9 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-def make_stage(block: type[BasicBlock] | type[Bottleneck], cin: int, planes: int,
-               blocks: int, stride: int) -> nn.Sequential:
+def make_stage(
+    block: type[BasicBlock] | type[Bottleneck], cin: int, planes: int, blocks: int, stride: int
+) -> nn.Sequential:
     """A ResNet stage; the first block carries the stride and the width change."""
     layers: list[nn.Module] = [block(cin, planes, stride)]
     cout = planes * block.expansion

@@ -38,20 +38,26 @@ class Schedule:
     """Everything `propagate` decides before the first frame (see `for_device`)."""
 
     device_type: str
-    precision: str              # as asked ('auto' resolved into dtype)
-    dtype: torch.dtype | None   # autocast dtype, None = fp32
-    batch_keys: bool            # encode key_chunk frames' keys per pass, ahead of the loop
+    precision: str  # as asked ('auto' resolved into dtype)
+    dtype: torch.dtype | None  # autocast dtype, None = fp32
+    batch_keys: bool  # encode key_chunk frames' keys per pass, ahead of the loop
     key_chunk: int
-    channels_last: bool         # network and frames in channels-last (fast low-precision convs)
-    sparse_read: bool           # top-k-only sparse memory readout (CSR) instead of dense
-    fast_convs: bool            # measured conv kernels and folded batch norms
-    share_image: bool           # image half of the fusion convs computed once for all objects
-    fast_argmax: bool           # argmax as element-wise passes
+    channels_last: bool  # network and frames in channels-last (fast low-precision convs)
+    sparse_read: bool  # top-k-only sparse memory readout (CSR) instead of dense
+    fast_convs: bool  # measured conv kernels and folded batch norms
+    share_image: bool  # image half of the fusion convs computed once for all objects
+    fast_argmax: bool  # argmax as element-wise passes
 
     @classmethod
-    def for_device(cls, device_type: str, precision: str = "auto", *,
-                   batch_keys: bool | None = None, key_chunk: int = KEY_CHUNK,
-                   fast_ops: bool = True) -> Schedule:
+    def for_device(
+        cls,
+        device_type: str,
+        precision: str = "auto",
+        *,
+        batch_keys: bool | None = None,
+        key_chunk: int = KEY_CHUNK,
+        fast_ops: bool = True,
+    ) -> Schedule:
         """The schedule for a device type. CUDA: batched keys, channels-last under
         autocast, dense read. Elsewhere: one frame per pass (batching measured slower on
         CPU: larger activations fall out of cache), measured conv kernels, sparse read.
@@ -61,12 +67,17 @@ class Schedule:
         cuda = device_type == "cuda"
         batch = cuda if batch_keys is None else bool(batch_keys)
         return cls(
-            device_type=device_type, precision=precision, dtype=dtype, batch_keys=batch,
+            device_type=device_type,
+            precision=precision,
+            dtype=dtype,
+            batch_keys=batch,
             key_chunk=max(1, int(key_chunk)) if batch else 1,
             channels_last=cuda and dtype is not None,
             sparse_read=fast_ops and not cuda,
             fast_convs=fast_ops and not cuda,
-            share_image=fast_ops, fast_argmax=fast_ops)
+            share_image=fast_ops,
+            fast_argmax=fast_ops,
+        )
 
     def autocast(self, device_type: str) -> contextlib.AbstractContextManager:
         """Autocast to `dtype` on the device the tensors are on (a no-op for fp32)."""
