@@ -30,7 +30,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from .weights import DownloadPolicy, WeightsError, download_weights, normalize_sha256, sha256_of
+from .checksums import normalize_sha256
+from .transport import HttpPolicy
+from .weights import WeightsError, download_weights, sha256_of
 
 if TYPE_CHECKING:
     from .settings import AppSettings
@@ -70,8 +72,8 @@ class Checkpoint:
             raise CheckpointError(f"{where}: {len(self.sha256)} sha256 for {len(self.files)} files")
         try:
             object.__setattr__(self, "sha256", tuple(normalize_sha256(s) for s in self.sha256))
-        except WeightsError as exc:
-            raise CheckpointError(f"{where}: sha256: {exc}") from None
+        except ValueError as exc:  # the message names sha256 and the rule
+            raise CheckpointError(f"{where}: {exc}") from None
 
     def expected(self) -> tuple[str | None, ...]:
         return self.sha256 or (None,) * len(self.files)
@@ -161,7 +163,7 @@ def local(checkpoint: Checkpoint, model_dir: Path) -> Path | None:
     return url_target(checkpoint, model_dir)
 
 
-def fetch(checkpoint: Checkpoint, model_dir: Path, policy: DownloadPolicy | None = None) -> Path:
+def fetch(checkpoint: Checkpoint, model_dir: Path, policy: HttpPolicy | None = None) -> Path:
     """Download what is missing; returns the file (one) or the folder (several)."""
     if checkpoint.hub_repo:
         path = _hub_fetch(checkpoint, model_dir, local_only=False, quiet=False)
@@ -233,7 +235,7 @@ def resolve(
     settings: AppSettings,
     checkpoint: Checkpoint,
     model_dir: Path | None = None,
-    policy: DownloadPolicy | None = None,
+    policy: HttpPolicy | None = None,
 ) -> Path:
     """The checkpoint in the model dir, then ``$<PREFIX>_WEIGHTS`` (file or folder, used as
     given), then a download."""

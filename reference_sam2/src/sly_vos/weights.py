@@ -14,11 +14,12 @@ What a download guarantees (``download_weights``):
 * The destination path only ever holds a complete file: bytes stream to ``<name>.part`` in the
   same directory, are fsynced, checked (sha256 when given) and renamed with ``os.replace``;
   the directory is fsynced after the rename.
-* Transient failures (connection errors, timeouts, HTTP 5xx and 429, a body cut short) share
-  one budget of ``policy.attempts`` requests, kept by one urllib3 ``Retry``: urllib3 retries
+* Transient failures (connection errors, timeouts, HTTP 408, 429 and 5xx, a body cut short)
+  share one budget of ``policy.attempts`` requests (``transport.DOWNLOAD_POLICY`` unless
+  given), kept by one urllib3 ``Retry``: urllib3 retries
   statuses and connection errors itself, and each failed body is charged to the same object
   (the one download repeated after a checksum mismatch, below, gets a fresh budget).
-  Backoff is exponential from the second retry on, capped at ``policy.max_backoff_s``;
+  Backoff is exponential from the second retry on, capped at ``policy.backoff_max_s``;
   ``Retry-After`` is honoured within that cap. Every socket read has a timeout
   (``policy.read_timeout_s``).
 * A retry resumes with ``Range`` (and ``If-Range`` when the server gave a strong ETag or a
@@ -58,7 +59,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -67,7 +67,7 @@ import re
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import EllipsisType
@@ -82,14 +82,15 @@ from tqdm import tqdm
 from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
+from .checksums import normalize_sha256
+from .transport import DOWNLOAD_POLICY, RETRY_STATUSES, HttpPolicy, new_session, pause, safe_http
+
 if TYPE_CHECKING:
     from .settings import AppSettings
 
 log = logging.getLogger(__name__)
 
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-_RETRY_STATUSES = frozenset({429, *range(500, 600)})
 _MAX_REDIRECTS = 5
 
 
@@ -112,51 +113,6 @@ class _Transient(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class DownloadPolicy:
-    """Bounds and switches of one download; defaults suit a large file over the internet."""
-
-    attempts: int = 5
-    backoff_s: float = 1.0
-    max_backoff_s: float = 30.0
-    connect_timeout_s: float = 15.0
-    read_timeout_s: float = 60.0
-    lock_timeout_s: float = 3600.0
-    chunk_bytes: int = 256 * 1024
-    quiet: bool = False
-    user_agent: str | None = None  # None: requests' own (resolve_weights sends the app's)
-
-    def __post_init__(self) -> None:
-        rules = [
-            ("attempts", isinstance(self.attempts, int) and 1 <= self.attempts <= 20, "1 to 20"),
-            ("backoff_s", 0 <= self.backoff_s <= 600, "0 to 600"),
-            ("max_backoff_s", self.backoff_s <= self.max_backoff_s <= 600, "backoff_s to 600"),
-            ("connect_timeout_s", 0 < self.connect_timeout_s <= 600, "in (0, 600]"),
-            ("read_timeout_s", 0 < self.read_timeout_s <= 600, "in (0, 600]"),
-            ("lock_timeout_s", 0 < self.lock_timeout_s <= 86400, "in (0, 86400]"),
-            ("chunk_bytes", 1 <= self.chunk_bytes <= 64 * 1024 * 1024, "1 to 64 MiB"),
-        ]
-        for name, ok, rule in rules:
-            if not ok:
-                raise ValueError(f"DownloadPolicy.{name}: {getattr(self, name)!r} must be {rule}")
-
-    def retry(self) -> Retry:
-        """The retry budget of one download (shared by urllib3 and failed bodies).
-
-        ``other=0``: TLS and unexpected errors fail at once (a retry cannot fix them);
-        ``raise_on_status=False``: the last 5xx/429 comes back as a response, to be named.
-        """
-        return Retry(
-            total=self.attempts - 1,
-            other=0,
-            status_forcelist=_RETRY_STATUSES,
-            backoff_factor=self.backoff_s,
-            backoff_max=self.max_backoff_s,
-            retry_after_max=self.max_backoff_s,  # type: ignore[arg-type]
-            raise_on_status=False,
-        )
-
-
 # ---------------------------------------------------------------- files and URLs
 
 
@@ -174,14 +130,13 @@ def _meta_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part.json")
 
 
-def normalize_sha256(value: str | None) -> str | None:
-    """Lower-case 64-hex-digit digest, or ``None`` for no check (``None`` or empty)."""
-    if value is None or not value.strip():
-        return None
-    digest = value.strip().lower()
-    if not _SHA256_RE.fullmatch(digest):
-        raise WeightsError(f"sha256: {value!r} must be 64 hexadecimal digits (or empty)")
-    return digest
+def expected_sha256(value: str | None) -> str | None:
+    """``checksums.normalize_sha256`` (the one rule, shared with the settings and the
+    template), its error as a ``WeightsError``."""
+    try:
+        return normalize_sha256(value)
+    except ValueError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
@@ -213,29 +168,13 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _is_loopback(host: str | None) -> bool:
-    """``urlsplit``'s (lower-case, unbracketed) host never leaves this machine."""
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host or "").is_loopback
-    return host == "localhost"
-
-
-def _safe_http(url: str, loopback_http: bool) -> bool:
-    """https with a host, or (when ``loopback_http``) plain http to a loopback host."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "http":
-        return loopback_http and _is_loopback(parts.hostname)
-    return scheme == "https" and bool(parts.hostname)
-
-
 def _check_url(url: str) -> None:
     """Refuse, before any connection, a URL we do not download from."""
     parts = urlsplit(url)
     if parts.scheme.lower() == "file":
         if parts.netloc not in ("", "localhost"):
             raise WeightsError(f"weights URL {url!r}: file:// URLs must be local (no host)")
-    elif not _safe_http(url, loopback_http=True):
+    elif not safe_http(url, loopback_http=True):
         raise WeightsError(
             f"weights URL {url!r} refused: use https://, file:// or http:// to a loopback host "
             "(127.0.0.0/8, localhost, [::1]); over plain http elsewhere the file could be "
@@ -245,7 +184,7 @@ def _check_url(url: str) -> None:
 
 def _check_redirect(url: str, current: str, target: str) -> None:
     """Refuse a redirect off https (off loopback http, when ``url`` is loopback http)."""
-    if not _safe_http(target, loopback_http=urlsplit(url).scheme.lower() == "http"):
+    if not safe_http(target, loopback_http=urlsplit(url).scheme.lower() == "http"):
         raise WeightsError(
             f"refused redirect from {current} to {target} (downloading {url}): redirects must "
             "land on https://, or on loopback http:// when the weights URL is loopback http://"
@@ -312,13 +251,11 @@ def _writer(part: Path, mode: str, total: int | None, offset: int, quiet: bool) 
 # ---------------------------------------------------------------- HTTP
 
 
-def _session(policy: DownloadPolicy) -> requests.Session:
+def _session(policy: HttpPolicy) -> requests.Session:
     """A session whose adapter is handed the current retry budget before each GET (``_get``)."""
-    session = requests.Session()
+    session = new_session(policy, pool_maxsize=1)
     session.headers["Accept-Encoding"] = "identity"  # lengths and ranges of the file itself
-    if policy.user_agent:
-        session.headers["User-Agent"] = policy.user_agent
-    return session  # its default adapters (one per scheme) get max_retries set in _get
+    return session
 
 
 def _get(
@@ -326,7 +263,7 @@ def _get(
     url: str,
     headers: dict[str, str],
     retry: Retry,
-    policy: DownloadPolicy,
+    policy: HttpPolicy,
 ) -> requests.Response:
     """GET ``url``, each redirect checked before it is followed; the budget travels along."""
     current = url
@@ -334,9 +271,8 @@ def _get(
         adapter = session.get_adapter(current)
         assert isinstance(adapter, HTTPAdapter)
         adapter.max_retries = retry
-        timeout = (policy.connect_timeout_s, policy.read_timeout_s)
         response = session.get(
-            current, headers=headers, stream=True, allow_redirects=False, timeout=timeout
+            current, headers=headers, stream=True, allow_redirects=False, timeout=policy.timeout
         )
         if not response.is_redirect:
             return response
@@ -388,7 +324,7 @@ def _range_total(response: requests.Response, offset: int) -> int | None:
     raise _Transient(f"Content-Range {header!r} is not bytes {offset}- of the file; restarting")
 
 
-def _exhausted(url: str, dest: Path, policy: DownloadPolicy, reason: str) -> _ResumableError:
+def _exhausted(url: str, dest: Path, policy: HttpPolicy, reason: str) -> _ResumableError:
     part = part_path(dest)
     kept = part.is_file() and part.stat().st_size > 0
     note = f"; the partial file {part} is kept and the next run resumes it" if kept else ""
@@ -399,12 +335,12 @@ def _exhausted(url: str, dest: Path, policy: DownloadPolicy, reason: str) -> _Re
 
 
 def _save_body(
-    response: requests.Response, url: str, dest: Path, offset: int, policy: DownloadPolicy
+    response: requests.Response, url: str, dest: Path, offset: int, policy: HttpPolicy
 ) -> None:
     """Judge the status, then append (206) or write (200) the body to ``.part``."""
     part, meta = part_path(dest), _meta_path(dest)
     status = response.status_code
-    if status in _RETRY_STATUSES:  # urllib3 retried it until the budget ran out
+    if status in RETRY_STATUSES:  # urllib3 retried it until the budget ran out
         raise _exhausted(url, dest, policy, f"HTTP {status} {response.reason}")
     if status not in (200, 206, 416):
         raise WeightsError(f"HTTP {status} {response.reason} for {response.url}")
@@ -439,9 +375,9 @@ def _reason(exc: Exception) -> str:
     return f"{type(cause).__name__}: {cause}"
 
 
-def _fetch_http(url: str, dest: Path, policy: DownloadPolicy) -> None:
+def _fetch_http(url: str, dest: Path, policy: HttpPolicy) -> None:
     """Fill ``.part`` with the whole file; each failed body is charged to urllib3's budget."""
-    retry = policy.retry()
+    retry = policy.retry()  # GET, RETRY_STATUSES
     with _session(policy) as session:
         while True:
             offset, headers = _resume_point(url, dest)
@@ -464,10 +400,10 @@ def _fetch_http(url: str, dest: Path, policy: DownloadPolicy) -> None:
             log.warning(
                 "attempt %d/%d at %s failed (%s); retrying", failed, policy.attempts, url, reason
             )
-            retry.sleep()
+            pause(retry, policy)
 
 
-def _copy_file(url: str, dest: Path, policy: DownloadPolicy) -> None:
+def _copy_file(url: str, dest: Path, policy: HttpPolicy) -> None:
     """Copy a ``file://`` URL to ``.part`` (fsynced), like a download."""
     source = Path(url2pathname(urlsplit(url).path))
     if not source.is_file():
@@ -477,7 +413,7 @@ def _copy_file(url: str, dest: Path, policy: DownloadPolicy) -> None:
         shutil.copyfileobj(src, out, policy.chunk_bytes)
 
 
-def _fetch_verified(url: str, dest: Path, expected: str | None, policy: DownloadPolicy) -> str:
+def _fetch_verified(url: str, dest: Path, expected: str | None, policy: HttpPolicy) -> str:
     """Fill ``.part`` and return its sha256; a mismatch gets one more download from zero."""
     is_file = urlsplit(url).scheme.lower() == "file"
     rounds = 1 if is_file else 2  # a copied file would only mismatch again
@@ -502,16 +438,16 @@ def download_weights(
     url: str,
     dest: str | os.PathLike[str],
     sha256: str | None = None,
-    policy: DownloadPolicy | None = None,
+    policy: HttpPolicy | None = None,
 ) -> Path:
     """Make ``dest`` hold the file of ``url`` (verified against ``sha256`` when given).
 
     An existing ``dest`` that matches (or any existing ``dest`` when no sha256 is given) is
     used as is. See the module docstring for the guarantees.
     """
-    policy = policy or DownloadPolicy()
+    policy = policy or DOWNLOAD_POLICY
     dest = Path(dest)
-    expected = normalize_sha256(sha256)
+    expected = expected_sha256(sha256)
     _check_url(url)
     _prepare_dir(dest.parent)
     part, meta = part_path(dest), _meta_path(dest)
@@ -546,7 +482,7 @@ def _download_for(
     url: str | None,
     directory: Path,
     sha256: str | None,
-    policy: DownloadPolicy | None,
+    policy: HttpPolicy | None,
 ) -> Path:
     """``download_weights`` into ``directory`` as the app: its user agent, its variable named."""
     if not url:
@@ -556,7 +492,7 @@ def _download_for(
             f"{settings.weights_filename} in {directory}, or set ${settings.weights_env} to "
             "a weights file"
         )
-    policy = policy or DownloadPolicy()
+    policy = policy or DOWNLOAD_POLICY
     if policy.user_agent is None:
         policy = replace(policy, user_agent=f"{settings.app_slug}/{settings.app_version}")
     try:
@@ -571,7 +507,7 @@ def resolve_weights(
     *,
     url: str | None = None,
     sha256: str | None | EllipsisType = ...,
-    policy: DownloadPolicy | None = None,
+    policy: HttpPolicy | None = None,
 ) -> Path:
     """The weights file to load: model_dir, then ``$<weights_env>``, then a download.
 
@@ -580,7 +516,7 @@ def resolve_weights(
     skipped (and moved aside if a download replaces it).
     """
     directory = Path(model_dir) if model_dir is not None else settings.default_model_dir()
-    expected = normalize_sha256(settings.weights_sha256 if sha256 is ... else sha256)
+    expected = expected_sha256(settings.weights_sha256 if sha256 is ... else sha256)
     local = directory / settings.weights_filename
     if local.is_file():
         if _is_usable(local, expected):
@@ -666,9 +602,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--if-required", action="store_true", help="do nothing when the model needs no weights")
     add("--quiet", action="store_true", help="no progress bar or notes")
-    add("--attempts", type=int, default=DownloadPolicy.attempts, help="requests in all")
-    add("--backoff", type=float, default=DownloadPolicy.backoff_s, help="retry n waits S*2^(n-1)")
-    add("--read-timeout", type=float, default=DownloadPolicy.read_timeout_s, help="seconds")
+    add("--attempts", type=int, default=DOWNLOAD_POLICY.attempts, help="requests in all")
+    add("--backoff", type=float, default=DOWNLOAD_POLICY.backoff_s, help="retry n waits S*2^(n-1)")
+    add("--read-timeout", type=float, default=DOWNLOAD_POLICY.read_timeout_s, help="seconds")
     return parser
 
 
@@ -688,10 +624,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             return 0
         sha256 = settings.weights_sha256 if args.sha256 is None and not args.url else args.sha256
-        policy = DownloadPolicy(
+        policy = replace(
+            DOWNLOAD_POLICY,
             attempts=args.attempts,
             backoff_s=args.backoff,
-            max_backoff_s=max(DownloadPolicy.max_backoff_s, args.backoff),
+            backoff_max_s=max(DOWNLOAD_POLICY.backoff_max_s, args.backoff),
             read_timeout_s=args.read_timeout,
             quiet=args.quiet,
         )
@@ -707,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             path = found or checkpoints.fetch(checkpoint, directory, policy)
         else:
             url = args.url or settings.weights_url
-            path = _download_for(settings, url, directory, normalize_sha256(sha256), policy)
+            path = _download_for(settings, url, directory, expected_sha256(sha256), policy)
     except (WeightsError, AppSpecError, ValueError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
