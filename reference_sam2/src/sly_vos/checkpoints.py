@@ -17,7 +17,7 @@ Where a checkpoint's files come from:
   ``HF_HUB_OFFLINE=1`` to use the cache only). Pin ``revision`` to a commit hash to get
   the same files every time; a sha256 declared for a file is checked after the download.
 
-Errors are ``weights.WeightsError`` (never a ``RuntimeError``, see weights.py).
+Errors are ``WeightsError`` (never a ``RuntimeError``, see download.py).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from .checksums import normalize_sha256
+from .download import WeightsError, download_weights, sha256_of
 from .transport import HttpPolicy
-from .weights import WeightsError, download_weights, sha256_of
 
 if TYPE_CHECKING:
     from .settings import AppSettings
