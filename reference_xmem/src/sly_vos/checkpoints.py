@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from .checksums import normalize_sha256
 from .download import WeightsError, download_weights, sha256_of
-from .transport import HttpPolicy
+from .transport import DOWNLOAD_POLICY, HttpPolicy
 
 if TYPE_CHECKING:
     from .settings import AppSettings
@@ -166,7 +166,7 @@ def local(checkpoint: Checkpoint, model_dir: Path) -> Path | None:
 def fetch(checkpoint: Checkpoint, model_dir: Path, policy: HttpPolicy | None = None) -> Path:
     """Download what is missing; returns the file (one) or the folder (several)."""
     if checkpoint.hub_repo:
-        path = _hub_fetch(checkpoint, model_dir, local_only=False, quiet=False)
+        path = _hub_fetch(checkpoint, model_dir, local_only=False, quiet=False, policy=policy)
         assert path is not None
         return path
     for path, url, expected in zip(
@@ -181,9 +181,17 @@ def _offline() -> bool:
 
 
 def _hub_fetch(
-    checkpoint: Checkpoint, model_dir: Path, *, local_only: bool, quiet: bool
+    checkpoint: Checkpoint,
+    model_dir: Path,
+    *,
+    local_only: bool,
+    quiet: bool,
+    policy: HttpPolicy | None = None,
 ) -> Path | None:
-    """All files of a Hub checkpoint through ``hf_hub_download`` (same snapshot folder)."""
+    """All files of a Hub checkpoint through ``hf_hub_download`` (same snapshot folder).
+
+    huggingface_hub keeps its own HTTP client and retries; the policy's read timeout bounds
+    its metadata request (``etag_timeout``), the sha256 rule is ``checksums``'."""
     from huggingface_hub import hf_hub_download  # only apps with Hub checkpoints need it
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -201,6 +209,7 @@ def _hub_fetch(
                     cache_dir=cache,
                     local_files_only=local_only or offline,
                     endpoint=os.environ.get("HF_ENDPOINT") or None,
+                    etag_timeout=(policy or DOWNLOAD_POLICY).read_timeout_s,
                 )
             )
         except LocalEntryNotFoundError as exc:
