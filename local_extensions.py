@@ -1,4 +1,5 @@
-"""Jinja filters that turn free-text answers into safe literals of the generated files, and
+"""Jinja filters that turn free-text answers into safe literals of the generated files, the
+``sha256`` filter (the runtime's one checksum rule, ``runtime/sly_vos/checksums.py``), and
 the template's own source (folder and git commit) for the record a generated app keeps.
 
 ``tojson`` is right for JSON, but its ``\\ud83d\\ude00`` surrogate escapes are not valid in
@@ -8,8 +9,10 @@ text, quotes, backslashes and newlines as an exact literal of the target languag
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 from pathlib import Path
+from types import ModuleType
 
 from jinja2.ext import Extension
 from jinja2.sandbox import SandboxedEnvironment, safe_range
@@ -60,14 +63,33 @@ def sandbox(environment) -> None:  # noqa: ANN001 - any Jinja environment
     environment.unop_table = SandboxedEnvironment.default_unop_table.copy()
 
 
+def runtime_module(name: str) -> ModuleType:
+    """``runtime/sly_vos/<name>.py``, a standard-library-only module, loaded on its own (the
+    runtime package's dependencies are the app's, not cookiecutter's)."""
+    path = TEMPLATE_DIR / "runtime" / "sly_vos" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"sly_vos_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sha256(value: object) -> str:
+    """The digest as the app keeps it (lower case; ``""`` for none). The pre-gen hook has
+    already refused anything the rule does not accept."""
+    return runtime_module("checksums").normalize_sha256(str(value)) or ""
+
+
 class LiteralFilters(Extension):
-    """Registers ``py_str`` and ``toml_str``, the globals ``template_dir`` and
+    """Registers ``py_str``, ``toml_str`` and ``sha256``, the globals ``template_dir`` and
     ``template_commit``, and sandboxes the environment."""
 
     def __init__(self, environment):  # noqa: ANN001 - Jinja's signature
         super().__init__(environment)
         environment.filters["py_str"] = py_str
         environment.filters["toml_str"] = toml_str
+        environment.filters["sha256"] = sha256
         sandbox(environment)
         environment.globals["template_dir"] = str(TEMPLATE_DIR)
         environment.globals["template_commit"] = template_commit()

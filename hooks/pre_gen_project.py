@@ -4,6 +4,10 @@ Cookiecutter renders this file with the answers, then runs it. Every answer reac
 through ``tojson``, so quotes, backslashes or newlines in an answer cannot break or inject
 into this script. A bad answer prints one line naming the field, the value and the rule,
 and exits 1; cookiecutter then removes the half-made output directory.
+
+The sha256 rule is the runtime's own (``runtime/sly_vos/checksums.py``, loaded by path from
+the checkout this app is rendered from, which ``local_extensions.py`` names): the template
+accepts exactly the digests the generated app accepts.
 """
 
 from __future__ import annotations
@@ -12,14 +16,15 @@ import json
 import keyword
 import re
 import sys
+from types import ModuleType
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 ANSWERS: dict[str, Any] = json.loads({{ cookiecutter | jsonify | tojson }})
+TEMPLATE_DIR: str = {{ template_dir | tojson }}
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 VERSION_RE = re.compile(r"^[0-9]+(?:\.[0-9]+){1,3}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Docker reference without tag: optional registry host[:port], then lower-case path parts.
 DOCKER_IMAGE_RE = re.compile(
@@ -33,6 +38,20 @@ DOCKER_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 DOCKER_UNSAFE = frozenset("$\"'`\\")
 
 Rule = Callable[[Any], "str | None"]
+
+
+def _runtime_module(name: str) -> ModuleType:
+    """``runtime/sly_vos/<name>.py`` of the template checkout, loaded as
+    ``local_extensions.runtime_module`` loads it for the templates (cookiecutter imported
+    that file from the checkout already; this script runs elsewhere, so it asks by path)."""
+    if TEMPLATE_DIR not in sys.path:
+        sys.path.insert(0, TEMPLATE_DIR)
+    from local_extensions import runtime_module
+
+    return runtime_module(name)
+
+
+checksums = _runtime_module("checksums")
 
 
 def _single_line(max_len: int) -> Rule:
@@ -102,9 +121,9 @@ def _url(value: Any) -> str | None:
 
 
 def _sha256(value: Any) -> str | None:
-    if not isinstance(value, str) or not (value == "" or SHA256_RE.match(value)):
-        return "must be 64 lower-case hexadecimal digits, or empty to skip the check"
-    return None
+    if not isinstance(value, str):
+        return checksums.SHA256_RULE
+    return checksums.sha256_problem(value)
 
 
 def _port(value: Any) -> str | None:

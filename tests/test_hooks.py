@@ -32,8 +32,9 @@ BAD_ANSWERS: list[tuple[str, str, str]] = [
     ("weights_url", "https://example.com/", "file name"),
     ("weights_url", "https://example.com/$HOME/w.pth", "Docker build arg"),
     ("weights_url", 'https://example.com/"w".pth', "Docker build arg"),
-    ("weights_sha256", "abc123", "64 lower-case hexadecimal"),
-    ("weights_sha256", "G" * 64, "64 lower-case hexadecimal"),
+    ("weights_sha256", "abc123", "64 hexadecimal digits"),
+    ("weights_sha256", "G" * 64, "64 hexadecimal digits"),
+    ("weights_sha256", "a" * 63 + " ", "64 hexadecimal digits"),
     ("weights_sha256", "a" * 64, "needs a weights_url"),
     ("port", "0", "between 1 and 65535"),
     ("port", "70000", "between 1 and 65535"),
@@ -131,6 +132,19 @@ def test_pre_gen_validate_unit(
     errors = pre_gen.validate(answers)
     assert errors and all("\n" not in e for e in errors)
     assert any(rule in e for e in errors), errors
+
+
+def test_pre_gen_accepts_upper_case_sha256_which_the_app_keeps_lower_case(
+    pre_gen: types.ModuleType,
+) -> None:
+    """The runtime's one rule (sly_vos.checksums): either case, kept lower-case."""
+    import local_extensions
+
+    digest = "AbCdEf0123456789" * 4
+    answers = dict(pre_gen.ANSWERS, weights_sha256=digest, weights_url="https://x.org/w.pth")
+    assert pre_gen.validate(answers) == []
+    assert local_extensions.sha256(digest) == digest.lower()
+    assert local_extensions.sha256("") == ""
 
 
 def test_pre_gen_rejects_keyword_package(pre_gen: types.ModuleType) -> None:

@@ -5,20 +5,18 @@ The SDK's ``supervisely.Api`` cannot serve the tracking endpoints: it posts with
 to 60 s (about 5 minutes against an unreachable platform). This client speaks the same wire
 format (``POST {server}/public/api/v3/<method>``, header ``x-api-key``, JSON bodies with the
 SDK's field names; checked body for body against the SDK in ``tests/test_platform.py``) and
-every call ends within ``RetryPolicy.worst_case_s()``.
+every call ends within ``HttpPolicy.worst_case_s()``.
 
-Retries follow urllib3's ``Retry`` (which errors and statuses count, the counters, the
-backoff), but the loop that applies it is here, around whole attempts: requests' adapter
-reads only the status line and headers under its ``Retry`` (``HTTPAdapter.send`` passes
-``preload_content=False``), so a connection lost or stalled in the middle of a body would
-escape both the retries and the time limit. requests stays underneath for what the SDK gets
-from it too (proxies from the environment, connection pooling).
+The session, the policy and its urllib3 ``Retry`` come from ``sly_vos.transport`` (shared
+with the weight downloads), but the loop that applies the ``Retry`` is here, around whole
+attempts: requests' adapter reads only the status line and headers under its ``Retry``
+(``HTTPAdapter.send`` passes ``preload_content=False``), so a connection lost or stalled in
+the middle of a body would escape both the retries and the time limit.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -29,11 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 import requests
-from requests.adapters import HTTPAdapter
-from requests_toolbelt.multipart.decoder import MultipartDecoder
 from urllib3.exceptions import (
     ConnectTimeoutError,
-    InvalidHeader,
     MaxRetryError,
     NewConnectionError,
     ProtocolError,
@@ -41,19 +36,18 @@ from urllib3.exceptions import (
     SSLError,
 )
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.util.retry import Retry
+
+from .transport import RETRY_STATUSES, HttpPolicy, cause_of, new_session, pause
 
 __all__ = [
     "FigureRecord",
     "PlatformClient",
     "PlatformConfigError",
     "PlatformError",
-    "RetryPolicy",
     "VideoInfo",
 ]
 
 API_PREFIX = "/public/api"
-BULK_FRAMES = 4  # frames per videos.bulk.download-frame, as the SDK's frame cache asks
 FIGURES_PER_ADD = 100  # figures per figures.bulk.add, as the SDK's _append_bulk sends
 # What the SDK's FigureApi.get_info_by_id asks figures.info for (sic: "imageId", not
 # "entityId", so the SDK's FigureInfo.entity_id of a video figure comes back None).
@@ -76,16 +70,13 @@ FIGURE_FIELDS = (
     "nnCreated",
     "nnUpdated",
 )
-# Statuses worth another attempt of a read or a notification; every other 4xx is final.
-RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
+# Reads and notifications are retried on transport.RETRY_STATUSES (408, 429, 5xx).
 # figures.bulk.add is not idempotent: only answers that prove nothing was added are retried
 # (429: refused by the rate limiter; 503: no upstream took it). A 500/502/504 or a
 # connection lost after the request went out may come after the figures were stored, and a
 # retry would add them twice.
 ADD_RETRY_STATUSES = frozenset({429, 503})
 _MESSAGE_CHARS = 200
-_CHUNK = 256 * 1024
-_NAME_RE = re.compile(r'(?:^|[\s;])name="([^"]*)"')
 _ADDRESS_RE = re.compile(r"https?://(?:[^\s/:@\[\]]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?(?:/\S*)?")
 
 
@@ -112,111 +103,6 @@ class PlatformConfigError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long one platform call may take, in all.
-
-    Defaults: 3 attempts (an immediate second one rides out a dropped keep-alive connection
-    or one 502 of a restarting upstream, a third after 1 s a short blip; more would only
-    delay telling the user); urllib3's backoff with factor 0.5 s (waits 0 s, 1 s, 2 s, ...,
-    at most 4 s; a 429/503's ``Retry-After`` is honoured up to that cap); connect 5 s (the
-    platform sits on the agent's network: a connect that slow means it is down); read 30 s
-    (``videos.download-frame`` decodes the frame on the server, a cold seek into a long 4K
-    video takes seconds). An attempt ends connect + read after it started, whole answer
-    read or not. Worst case: 3 x 35 s + 2 x 4 s = 113 s.
-    """
-
-    attempts: int = 3
-    backoff_s: float = 0.5
-    backoff_max_s: float = 4.0
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.attempts, int) or self.attempts < 1:
-            raise ValueError(f"attempts must be an int >= 1, got {self.attempts!r}")
-        for name in ("backoff_s", "backoff_max_s", "connect_timeout_s", "read_timeout_s"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
-            raise ValueError("connect_timeout_s and read_timeout_s must be > 0")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> RetryPolicy:
-        """The defaults, overridden by ``SLY_VOS_PLATFORM_ATTEMPTS``, ``_BACKOFF_S``,
-        ``_BACKOFF_MAX_S``, ``_CONNECT_TIMEOUT_S`` and ``_READ_TIMEOUT_S`` (an agent on a
-        slow network, or tests that need short bounds). A bad value names the variable."""
-        values: dict[str, Any] = {}
-        for name, kind in (
-            ("attempts", int),
-            ("backoff_s", float),
-            ("backoff_max_s", float),
-            ("connect_timeout_s", float),
-            ("read_timeout_s", float),
-        ):
-            key = f"SLY_VOS_PLATFORM_{name.upper()}"
-            raw = env.get(key)
-            if raw is None or raw == "":
-                continue
-            try:
-                values[name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"{key}={raw!r} must be a {kind.__name__}") from None
-        try:
-            return cls(**values)
-        except ValueError as exc:
-            raise ValueError(f"SLY_VOS_PLATFORM_*: {exc}") from None
-
-    @property
-    def attempt_s(self) -> float:
-        """One attempt ends this long after it started, answered or not."""
-        return self.connect_timeout_s + self.read_timeout_s
-
-    def wait_s(self, failures: int) -> float:
-        """Longest wait after ``failures`` consecutive failed attempts: urllib3's backoff
-        (none after the first, then ``backoff_s * 2**(failures - 1)``, capped), or the
-        ``Retry-After`` of a 429/503 up to the same cap."""
-        backoff = 0.0
-        if failures > 1:
-            backoff = min(self.backoff_max_s, self.backoff_s * 2 ** (failures - 1))
-        return max(backoff, self.backoff_max_s)
-
-    def worst_case_s(self) -> float:
-        """Upper bound of one call's wall time (all attempts, waits and timeouts).
-
-        Not counted: name resolution (the OS resolver has its own timeouts), a platform that
-        trickles its status line and headers a byte at a time (each read is limited, not
-        their sum), uploads it stops reading (limited per write by ``connect_timeout_s``),
-        and decoding frames after they arrived. A call that chunks (``download_frames``,
-        ``add_figures``) has this bound per chunk.
-        """
-        waits = sum(self.wait_s(n) for n in range(1, self.attempts))
-        return self.attempts * self.attempt_s + waits
-
-    def urllib3_retry(self, idempotent: bool = True) -> Retry:
-        """The ``Retry`` state one call starts with.
-
-        ``respect_retry_after_header=False``: urllib3 would also retry a 413 that carries
-        ``Retry-After`` and would wait as long as it says; the client honours it itself, for
-        429/503 only and up to ``backoff_max_s`` (``PlatformClient._wait``).
-        """
-        common: dict[str, Any] = dict(
-            total=self.attempts - 1,
-            redirect=0,
-            allowed_methods=frozenset({"POST"}),
-            backoff_factor=self.backoff_s,
-            backoff_max=self.backoff_max_s,
-            respect_retry_after_header=False,
-            raise_on_status=False,
-        )
-        if idempotent:
-            return Retry(status_forcelist=RETRY_STATUSES, **common)
-        # read=False: a read error (timeout or connection lost after the request was sent)
-        # is final, the platform may have stored the figures. Connect errors prove it did not.
-        return Retry(status_forcelist=ADD_RETRY_STATUSES, read=False, other=0, **common)
 
 
 @dataclass(frozen=True)
@@ -287,27 +173,12 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _urllib3_cause(exc: BaseException) -> BaseException | None:
-    """The urllib3 error under a requests exception (what ``Retry.increment`` classifies)."""
-    if isinstance(exc, Urllib3Error):
-        cause: Any = exc
-    else:
-        cause = exc.args[0] if exc.args else None
-    if isinstance(cause, MaxRetryError):
-        cause = cause.reason
-    if isinstance(cause, Urllib3Error):
-        return cause
-    if isinstance(cause, OSError):
-        return ProtocolError("Connection aborted.", cause)
-    return None
-
-
 def _socket_of(raw: Any) -> Any:
     connection = getattr(raw, "connection", None)
     return getattr(connection, "sock", None)
 
 
-def _read_body(raw: Any, deadline: float, read_timeout: float, url: str) -> bytes:
+def _read_body(raw: Any, deadline: float, policy: HttpPolicy, url: str) -> bytes:
     """The whole body by ``deadline``: each read may wait only for the time that is left."""
     body = bytearray()
     while True:
@@ -316,8 +187,8 @@ def _read_body(raw: Any, deadline: float, read_timeout: float, url: str) -> byte
             raise ReadTimeoutError(None, url, "answer not complete in time")  # type: ignore[arg-type]
         sock = _socket_of(raw)
         if sock is not None:
-            sock.settimeout(min(read_timeout, left))
-        chunk = raw.read1(_CHUNK, decode_content=True)
+            sock.settimeout(min(policy.read_timeout_s, left))
+        chunk = raw.read1(policy.chunk_bytes, decode_content=True)
         if not chunk:
             return bytes(body)
         body += chunk
@@ -349,7 +220,7 @@ class PlatformClient:
         self,
         server_address: str,
         api_token: str,
-        policy: RetryPolicy | None = None,
+        policy: HttpPolicy | None = None,
         *,
         api_server_address: str | None = None,
         task_id: str | None = None,
@@ -360,22 +231,19 @@ class PlatformClient:
             self.api_base = _check_address(api_server_address, "SUPERVISELY_API_SERVER_ADDRESS")
         else:
             self.api_base = self.server_address + API_PREFIX
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or HttpPolicy()
         self._token = token
         self._headers = {"x-api-key": token, "Content-Type": "application/json"}
         if task_id:
             self._headers["x-task-id"] = str(task_id)  # as the SDK, from SUPERVISELY_TASK_ID
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=8, max_retries=Retry(0, read=False))
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._session = new_session(self.policy)  # no adapter retries: ``_post`` retries
 
     @classmethod
     def from_request(
         cls,
         body: Mapping[str, Any] | None,
         env: Mapping[str, str] = os.environ,
-        policy: RetryPolicy | None = None,
+        policy: HttpPolicy | None = None,
     ) -> PlatformClient:
         """Like the SDK's middleware: ``api_token`` in the body (or ``context.apiToken``)
         plus ``server_address`` in the body (or env SERVER_ADDRESS); otherwise env
@@ -408,7 +276,7 @@ class PlatformClient:
         return cls(
             server,
             token,
-            policy or RetryPolicy.from_env(env),
+            policy or HttpPolicy.from_env(env),
             api_server_address=env.get("SUPERVISELY_API_SERVER_ADDRESS") or None,
             task_id=env.get("SUPERVISELY_TASK_ID") or None,
         )
@@ -435,7 +303,10 @@ class PlatformClient:
             data = json.dumps(body, default=_plain, allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise PlatformError(method, f"the request is not JSON: {exc}", kind="request") from None
-        state = self.policy.urllib3_retry(idempotent)
+        if idempotent:
+            state = self.policy.retry({"POST"}, RETRY_STATUSES)
+        else:  # a read error is final (the figures may be stored); connect errors are not
+            state = self.policy.retry({"POST"}, ADD_RETRY_STATUSES, idempotent=False)
         while True:
             try:
                 answer = self._attempt(method, url, data)
@@ -445,7 +316,7 @@ class PlatformClient:
                     state = state.increment("POST", url, error=failure)
                 except Exception:  # spent (MaxRetryError), or not to be retried (the error)
                     raise self._failure(method, failure, tries, idempotent) from None
-                self._wait(state)
+                pause(state, self.policy)
                 continue
             if answer.status == 200:
                 return answer
@@ -455,22 +326,9 @@ class PlatformClient:
                     state = state.increment("POST", url, response=answer.raw)
                 except MaxRetryError:
                     raise self._http_error(method, answer, tries) from None
-                self._wait(state, answer.raw)
+                pause(state, self.policy, answer.raw)
                 continue
             raise self._http_error(method, answer, tries)
-
-    def _wait(self, state: Retry, raw: Any = None) -> None:
-        """urllib3's backoff, or a 429/503's ``Retry-After`` up to ``backoff_max_s``."""
-        wait = state.get_backoff_time()
-        if raw is not None and raw.status in (429, 503):
-            try:
-                after = state.get_retry_after(raw)
-            except InvalidHeader:  # neither seconds nor an HTTP date
-                after = None
-            if after:
-                wait = min(after, self.policy.backoff_max_s)
-        if wait > 0:
-            time.sleep(wait)
 
     def _attempt(self, method: str, url: str, data: bytes) -> _Answer:
         """One request, its whole answer read within ``policy.attempt_s``."""
@@ -481,18 +339,18 @@ class PlatformClient:
                 url,
                 data=data,
                 headers=self._headers,
-                timeout=(policy.connect_timeout_s, policy.read_timeout_s),
+                timeout=policy.timeout,
                 stream=True,
                 allow_redirects=False,
             )
         except (requests.RequestException, Urllib3Error) as exc:
-            cause = _urllib3_cause(exc)
+            cause = cause_of(exc)
             if cause is None:  # e.g. an invalid URL: no attempt would do better
                 raise PlatformError(method, type(exc).__name__, kind="request") from None
             raise cause from None
         with response:
             try:
-                content = _read_body(response.raw, deadline, policy.read_timeout_s, url)
+                content = _read_body(response.raw, deadline, policy, url)
             except OSError as exc:  # a socket error urllib3 did not wrap
                 raise ProtocolError("Connection broken.", exc) from None
             return _Answer(response.status_code, response.headers, content, response.raw)
@@ -622,54 +480,6 @@ class PlatformClient:
                 kind="answer",
             )
         return image
-
-    def download_frames(self, video_id: int, frame_indexes: Sequence[int]) -> list[np.ndarray]:
-        """``videos.bulk.download-frame``, 4 frames a call; returned in the order asked."""
-        method = "videos.bulk.download-frame"
-        wanted = list(dict.fromkeys(frame_indexes))  # each frame once, first-asked order
-        images: dict[int, np.ndarray] = {}
-        for start in range(0, len(wanted), BULK_FRAMES):
-            chunk = wanted[start : start + BULK_FRAMES]
-            answer = self._post(method, {"videoId": video_id, "frames": chunk})
-            for index, data in self._frame_parts(method, answer).items():
-                if index in chunk:
-                    image = _decode_image(data)
-                    if image is None:
-                        raise PlatformError(
-                            method,
-                            f"frame {index} of video {video_id} is not a JPEG or PNG image",
-                            200,
-                            kind="answer",
-                        )
-                    images[index] = image
-            missing = [i for i in chunk if i not in images]
-            if missing:
-                raise PlatformError(
-                    method, f"the answer lacks frame {missing[0]}", 200, kind="answer"
-                )
-        result, given = [], set()
-        for index in frame_indexes:  # a frame asked twice comes twice, not as one shared array
-            result.append(images[index].copy() if index in given else images[index])
-            given.add(index)
-        return result
-
-    def _frame_parts(self, method: str, answer: _Answer) -> dict[int, bytes]:
-        """Multipart parts named by frame index (``Content-Disposition: ...; name="12"``)."""
-        content_type = answer.headers.get("Content-Type", "")
-        try:
-            decoder = MultipartDecoder(answer.content, content_type)
-        except Exception:  # no multipart type, no boundary, or a malformed body
-            raise PlatformError(method, "the answer is not multipart", 200, kind="answer") from None
-        parts: dict[int, bytes] = {}
-        for part in decoder.parts:
-            disposition = part.headers.get(b"Content-Disposition", b"").decode("utf-8", "replace")
-            match = _NAME_RE.search(disposition)
-            if match is None or not match.group(1).isdigit():
-                raise PlatformError(
-                    method, "an answer part is not named by a frame index", 200, kind="answer"
-                )
-            parts[int(match.group(1))] = part.content
-        return parts
 
     def add_figures(self, video_id: int, figures: Sequence[Mapping[str, Any]]) -> list[int]:
         """``figures.bulk.add`` (figure dicts in the SDK's JSON: ``objectId``,

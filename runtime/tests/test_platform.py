@@ -2,7 +2,7 @@
 
 The SDK's own ``supervisely.Api`` talking to the stand-in proves the stand-in speaks the real
 wire format; our client then sends the same bodies for the same calls (compared as the
-stand-in recorded them). Fault tests use a short RetryPolicy and check only that a call ends
+stand-in recorded them). Fault tests use a short HttpPolicy and check only that a call ends
 within ``policy.worst_case_s()`` plus a slack computed from the policy.
 """
 
@@ -24,19 +24,19 @@ from sly_vos.platform import (
     PlatformClient,
     PlatformConfigError,
     PlatformError,
-    RetryPolicy,
     VideoInfo,
 )
 from sly_vos.testing.platform import PlatformStandIn
+from sly_vos.transport import HttpPolicy
 
-FAST = RetryPolicy(
+FAST = HttpPolicy(
     attempts=3, backoff_s=0.05, backoff_max_s=0.2, connect_timeout_s=0.5, read_timeout_s=0.4
 )
 TRACK = "4f1c2a9e-track"
 RECT = {"points": {"exterior": [[5, 4], [30, 20]], "interior": []}}
 
 
-def bound(policy: RetryPolicy) -> float:
+def bound(policy: HttpPolicy) -> float:
     """The policy's bound plus scheduling slack on a loaded 2-core machine."""
     return policy.worst_case_s() + 0.25 * policy.attempts
 
@@ -122,15 +122,7 @@ def test_sdk_reads_video_info(sdk, stand_in, video):
 def test_sdk_downloads_frames(sdk, stand_in, video, clip):
     one = sdk.video.frame.download_np(video, 2)
     assert one.shape == (48, 64, 3) and psnr(one, clip.frames[2]) > 35
-    stand_in.reverse_bulk_parts = True  # parts are found by name, not by position
-    many = sdk.video.frame.download_nps(video, [5, 0, 3])
-    assert [psnr(a, clip.frames[i]) > 35 for a, i in zip(many, [5, 0, 3], strict=True)] == [
-        True
-    ] * 3
     assert bodies(stand_in, "videos.download-frame") == [{"videoId": video, "frame": 2}]
-    assert bodies(stand_in, "videos.bulk.download-frame") == [
-        {"videoId": video, "frames": [5, 0, 3]}
-    ]
 
 
 def test_sdk_reads_figure_info(sly, sdk, stand_in, video, clip):
@@ -216,11 +208,6 @@ def _pairs(sdk, client, video, figure_id):
             lambda: sdk.video.frame.download_np(video, 3),
             lambda: client.download_frame(video, 3),
         ),
-        "download_frames": (
-            "videos.bulk.download-frame",
-            lambda: sdk.video.frame.download_nps(video, [4, 1, 6, 2]),
-            lambda: client.download_frames(video, [4, 1, 6, 2]),
-        ),
         "add_figures": (
             "figures.bulk.add",
             lambda: sdk.video.figure._append_bulk(
@@ -266,7 +253,6 @@ PAIRS = [
     "video_info",
     "figure_info",
     "download_frame",
-    "download_frames",
     "add_figures",
     "notify_progress",
     "notify_progress_tracked",
@@ -320,17 +306,6 @@ def test_synthetic_frames_round_trip(client, stand_in, clip):
     assert all(np.array_equal(a, b) for a, b in zip(stand_in.masks(jpeg), clip.masks, strict=True))
 
 
-def test_download_frames_asks_four_at_a_time_in_the_order_asked(client, stand_in, clip):
-    png = stand_in.add_video(clip.frames, fmt="png")
-    stand_in.reverse_bulk_parts = True
-    asked = [7, 0, 3, 3, 1, 6, 2, 5, 4]
-    frames = client.download_frames(png, asked)
-    assert all(np.array_equal(f, clip.frames[i]) for f, i in zip(frames, asked, strict=True))
-    sent = [b["frames"] for b in bodies(stand_in, "videos.bulk.download-frame")]
-    assert sent == [[7, 0, 3, 1], [6, 2, 5, 4]]
-    assert client.download_frames(png, []) == []
-
-
 def test_add_figures_returns_ids_in_order_and_chunks_by_100(client, stand_in, video):
     many = [figure(i % 8, object_id=np.int64(11 + i % 2)) for i in range(150)]
     ids = client.add_figures(video, many)
@@ -356,13 +331,9 @@ def test_notify_progress_returns_the_stop_button(client, stand_in, video):
 
 def test_undecodable_frame_names_the_frame(client, stand_in, video):
     stand_in.replace_frame_bytes(video, 2, b"<html>not an image</html>")
-    for call in (
-        lambda: client.download_frame(video, 2),
-        lambda: client.download_frames(video, [1, 2]),
-    ):
-        with pytest.raises(PlatformError, match="frame 2 ") as caught:
-            call()
-        assert caught.value.kind == "answer"
+    with pytest.raises(PlatformError, match="frame 2 ") as caught:
+        client.download_frame(video, 2)
+    assert caught.value.kind == "answer"
 
 
 def test_frame_past_the_end_is_a_4xx_not_retried(client, stand_in, video):
@@ -618,12 +589,12 @@ def test_from_request_names_what_is_missing(body, env, field):
 
 
 def test_policy_bound_and_checks():
-    assert RetryPolicy().worst_case_s() == pytest.approx(113.0)  # as RetryPolicy's docstring says
-    assert RetryPolicy(attempts=1).worst_case_s() == pytest.approx(35.0)
+    assert HttpPolicy().worst_case_s() == pytest.approx(113.0)  # as HttpPolicy's docstring says
+    assert HttpPolicy(attempts=1).worst_case_s() == pytest.approx(35.0)
     assert FAST.worst_case_s() >= FAST.attempts * FAST.attempt_s
     for bad in ({"attempts": 0}, {"read_timeout_s": 0}, {"backoff_s": -1.0}):
         with pytest.raises(ValueError):
-            RetryPolicy(**bad)
+            HttpPolicy(**bad)
 
 
 # ---------------------------------------------------------------- the stand-in itself

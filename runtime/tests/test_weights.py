@@ -30,8 +30,8 @@ from werkzeug.wrappers import Request, Response
 
 from sly_vos.settings import AppSettings
 from sly_vos.testing.faults import FaultServer
+from sly_vos.transport import HttpPolicy
 from sly_vos.weights import (
-    DownloadPolicy,
     WeightsError,
     download_weights,
     load_checkpoint,
@@ -50,12 +50,12 @@ RUNTIME = Path(__file__).resolve().parents[1]
 FILENAME = "fake.pth"
 
 
-def fast(**overrides: object) -> DownloadPolicy:
+def fast(**overrides: object) -> HttpPolicy:
     """A policy for loopback tests: few attempts, millisecond backoff, short timeouts."""
     options: dict[str, object] = dict(
         attempts=4,
         backoff_s=0.01,
-        max_backoff_s=0.05,
+        backoff_max_s=0.05,
         connect_timeout_s=2.0,
         read_timeout_s=2.0,
         lock_timeout_s=30.0,
@@ -63,7 +63,7 @@ def fast(**overrides: object) -> DownloadPolicy:
         quiet=True,
     )
     options.update(overrides)
-    return DownloadPolicy(**options)  # type: ignore[arg-type]
+    return HttpPolicy(**options)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- servers and helpers
@@ -311,14 +311,14 @@ def test_bad_sha256_and_policy_values_name_the_field(server: HTTPServer, dest: P
     bad = {
         "attempts": 0,
         "backoff_s": -1,
-        "max_backoff_s": 0.001,
+        "backoff_max_s": 0.001,
         "connect_timeout_s": 0,
         "read_timeout_s": 601,
         "lock_timeout_s": 0,
         "chunk_bytes": 0,
     }
     for field, value in bad.items():
-        with pytest.raises(ValueError, match=rf"DownloadPolicy\.{field}: {value!r} must be"):
+        with pytest.raises(ValueError, match=rf".{field}: {value!r} must be"):
             fast(**{field: value})
     assert server.log == []
 
@@ -473,7 +473,7 @@ def test_backoff_grows_and_is_capped(server: HTTPServer, dest: Path):
         server.expect_oneshot_request("/w.pth").respond_with_data("", 502)
     url = serve(server)
     started = time.monotonic()
-    download_weights(url, dest, DIGEST, fast(attempts=5, backoff_s=0.1, max_backoff_s=0.15))
+    download_weights(url, dest, DIGEST, fast(attempts=5, backoff_s=0.1, backoff_max_s=0.15))
     elapsed = time.monotonic() - started
     # urllib3 waits 0, 0.2, 0.4, 0.8 s, each capped at 0.15: about 0.45 s (1.4 s uncapped)
     assert 0.3 <= elapsed < 1.2, elapsed
@@ -484,13 +484,13 @@ def test_retry_after_is_honoured_within_the_cap(server: HTTPServer, dest: Path):
     server.expect_oneshot_request("/w.pth").respond_with_data("", 429, {"Retry-After": "1"})
     url = serve(server)
     started = time.monotonic()
-    download_weights(url, dest, DIGEST, fast(max_backoff_s=5))
+    download_weights(url, dest, DIGEST, fast(backoff_max_s=5))
     assert time.monotonic() - started >= 0.9
 
     dest.unlink()
     server.expect_oneshot_request("/w.pth").respond_with_data("", 503, {"Retry-After": "30"})
     started = time.monotonic()
-    download_weights(url, dest, DIGEST, fast(max_backoff_s=0.2))
+    download_weights(url, dest, DIGEST, fast(backoff_max_s=0.2))
     assert time.monotonic() - started < 5  # 30 s asked, 0.2 s allowed
 
 
@@ -621,7 +621,7 @@ def test_tls_errors_are_not_retried(
     url = serve(tls_server)
     started = time.monotonic()
     with pytest.raises(WeightsError, match="TLS error"):
-        download_weights(url, dest, DIGEST, fast(attempts=5, backoff_s=1, max_backoff_s=1))
+        download_weights(url, dest, DIGEST, fast(attempts=5, backoff_s=1, backoff_max_s=1))
     assert time.monotonic() - started < 1.5  # retries would have waited 1 s each
 
 
@@ -865,7 +865,7 @@ def test_cli_failure_is_one_error_line_and_nonzero(
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--attempts", "0"], "error: DownloadPolicy.attempts: 0 must be 1 to 20"),
+        (["--attempts", "0"], "error: HttpPolicy.attempts: 0 must be 1 to 20"),
         (["--sha256", "abc"], "error: sha256: 'abc' must be 64 hexadecimal digits"),
         (["--url", "http://example.com/w.pth"], "error: weights URL 'http://example.com/w.pth'"),
     ],

@@ -17,7 +17,7 @@ Where a checkpoint's files come from:
   ``HF_HUB_OFFLINE=1`` to use the cache only). Pin ``revision`` to a commit hash to get
   the same files every time; a sha256 declared for a file is checked after the download.
 
-Errors are ``weights.WeightsError`` (never a ``RuntimeError``, see weights.py).
+Errors are ``WeightsError`` (never a ``RuntimeError``, see download.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from .weights import DownloadPolicy, WeightsError, download_weights, normalize_sha256, sha256_of
+from .checksums import normalize_sha256
+from .download import WeightsError, download_weights, sha256_of
+from .transport import DOWNLOAD_POLICY, HttpPolicy
 
 if TYPE_CHECKING:
     from .settings import AppSettings
@@ -70,8 +72,8 @@ class Checkpoint:
             raise CheckpointError(f"{where}: {len(self.sha256)} sha256 for {len(self.files)} files")
         try:
             object.__setattr__(self, "sha256", tuple(normalize_sha256(s) for s in self.sha256))
-        except WeightsError as exc:
-            raise CheckpointError(f"{where}: sha256: {exc}") from None
+        except ValueError as exc:  # the message names sha256 and the rule
+            raise CheckpointError(f"{where}: {exc}") from None
 
     def expected(self) -> tuple[str | None, ...]:
         return self.sha256 or (None,) * len(self.files)
@@ -161,10 +163,10 @@ def local(checkpoint: Checkpoint, model_dir: Path) -> Path | None:
     return url_target(checkpoint, model_dir)
 
 
-def fetch(checkpoint: Checkpoint, model_dir: Path, policy: DownloadPolicy | None = None) -> Path:
+def fetch(checkpoint: Checkpoint, model_dir: Path, policy: HttpPolicy | None = None) -> Path:
     """Download what is missing; returns the file (one) or the folder (several)."""
     if checkpoint.hub_repo:
-        path = _hub_fetch(checkpoint, model_dir, local_only=False, quiet=False)
+        path = _hub_fetch(checkpoint, model_dir, local_only=False, quiet=False, policy=policy)
         assert path is not None
         return path
     for path, url, expected in zip(
@@ -179,9 +181,17 @@ def _offline() -> bool:
 
 
 def _hub_fetch(
-    checkpoint: Checkpoint, model_dir: Path, *, local_only: bool, quiet: bool
+    checkpoint: Checkpoint,
+    model_dir: Path,
+    *,
+    local_only: bool,
+    quiet: bool,
+    policy: HttpPolicy | None = None,
 ) -> Path | None:
-    """All files of a Hub checkpoint through ``hf_hub_download`` (same snapshot folder)."""
+    """All files of a Hub checkpoint through ``hf_hub_download`` (same snapshot folder).
+
+    huggingface_hub keeps its own HTTP client and retries; the policy's read timeout bounds
+    its metadata request (``etag_timeout``), the sha256 rule is ``checksums``'."""
     from huggingface_hub import hf_hub_download  # only apps with Hub checkpoints need it
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -199,6 +209,7 @@ def _hub_fetch(
                     cache_dir=cache,
                     local_files_only=local_only or offline,
                     endpoint=os.environ.get("HF_ENDPOINT") or None,
+                    etag_timeout=(policy or DOWNLOAD_POLICY).read_timeout_s,
                 )
             )
         except LocalEntryNotFoundError as exc:
@@ -233,7 +244,7 @@ def resolve(
     settings: AppSettings,
     checkpoint: Checkpoint,
     model_dir: Path | None = None,
-    policy: DownloadPolicy | None = None,
+    policy: HttpPolicy | None = None,
 ) -> Path:
     """The checkpoint in the model dir, then ``$<PREFIX>_WEIGHTS`` (file or folder, used as
     given), then a download."""

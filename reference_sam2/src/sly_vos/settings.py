@@ -8,13 +8,13 @@ of environment variables and files are spelled in one place.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+from .checksums import SHA256_RULE, normalize_sha256
+
 DOCKER_MODEL_DIR = Path("/weights")
 
 
@@ -44,12 +44,10 @@ class AppSettings(BaseModel):
     @field_validator("weights_sha256")
     @classmethod
     def _sha256(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        value = value.strip().lower()
-        if not SHA256_RE.match(value):
-            raise ValueError("must be 64 hexadecimal digits, or empty to skip the check")
-        return value
+        try:
+            return normalize_sha256(value)
+        except ValueError:  # pydantic names the field and the value
+            raise ValueError(SHA256_RULE) from None
 
     @property
     def weights_env(self) -> str:

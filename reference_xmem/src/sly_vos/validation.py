@@ -128,9 +128,3 @@ def check_mask(input_mask: np.ndarray, size: tuple[int, int] | None) -> np.ndarr
             field, f"{ids.size} objects exceed the limit MAX_OBJECTS={limits.MAX_OBJECTS}", 413
         )
     return ids.astype(np.uint8)
-
-
-def check_frames_and_mask(frames: Sequence[np.ndarray], input_mask: np.ndarray) -> np.ndarray:
-    """Both checks; return the sorted non-zero ids of ``input_mask``."""
-    size = check_frames(frames)
-    return check_mask(input_mask, size)

@@ -35,8 +35,8 @@ import pytest
 
 from ..appspec import AppSpec
 from ..dev import synthetic
-from ..platform import RetryPolicy
 from ..tracking import track_stream
+from ..transport import HttpPolicy
 from .platform import PlatformStandIn
 from .server import Server, error_of, free_port
 
@@ -166,35 +166,27 @@ def _model_expectations(request: pytest.FixtureRequest) -> None:
 # ---------------------------------------------------------------- the platform
 
 
-@dataclass(frozen=True)
-class PlatformPolicy:
-    """The app's platform timeouts in the tests (short, so that fault tests are quick), and
-    the bounds they imply: ``RetryPolicy.worst_case_s`` per call, plus the model's work."""
+MODEL_SLACK_S = 60.0  # loading frames into the model, one model step, a log line
 
-    attempts: int = 3
-    backoff_s: float = 0.1
-    backoff_max_s: float = 0.5
-    connect_timeout_s: float = 1.0
-    read_timeout_s: float = 2.0
-    model_slack_s: float = 60.0  # loading frames into the model, one model step, a log line
 
-    def env(self) -> dict[str, str]:
-        names = ("attempts", "backoff_s", "backoff_max_s", "connect_timeout_s", "read_timeout_s")
-        return {f"SLY_VOS_PLATFORM_{n.upper()}": str(getattr(self, n)) for n in names}
+def call_bound_s(policy: HttpPolicy) -> float:
+    """One platform call, failing in the slowest way the policy allows."""
+    return policy.worst_case_s() + 1.0
 
-    def call_bound_s(self) -> float:
-        """One platform call, failing in the slowest way the policy allows."""
-        return RetryPolicy.from_env(self.env()).worst_case_s() + 1.0
 
-    def job_bound_s(self, frames: int) -> float:
-        """A background job whose platform keeps failing: planning, ``frames`` downloads,
-        the error report, and the model's share."""
-        return (frames + 3) * self.call_bound_s() + self.model_slack_s
+def job_bound_s(policy: HttpPolicy, frames: int) -> float:
+    """A background job whose platform keeps failing: planning, ``frames`` downloads, the
+    error report, and the model's share."""
+    return (frames + 3) * call_bound_s(policy) + MODEL_SLACK_S
 
 
 @pytest.fixture(scope="session")
-def platform_policy() -> PlatformPolicy:
-    return PlatformPolicy()
+def platform_policy() -> HttpPolicy:
+    """The app's platform policy in the tests (short, so that fault tests are quick); the
+    server gets it as ``SLY_VOS_PLATFORM_*`` (``HttpPolicy.env``)."""
+    return HttpPolicy(
+        attempts=3, backoff_s=0.1, backoff_max_s=0.5, connect_timeout_s=1.0, read_timeout_s=2.0
+    )
 
 
 @pytest.fixture(scope="session")
@@ -219,7 +211,7 @@ def server_env(
     app_spec: AppSpec,
     test_weights: Path | None,
     platform: PlatformStandIn,
-    platform_policy: PlatformPolicy,
+    platform_policy: HttpPolicy,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
     """Environment for ``uvicorn main:model.app``: development mode, the model on the CPU,
@@ -274,10 +266,12 @@ def tracked_or_refused(response: Any) -> bool:
 
 
 __all__ = [
+    "HttpPolicy",
     "ModelProfile",
-    "PlatformPolicy",
     "PlatformStandIn",
     "Server",
+    "call_bound_s",
+    "job_bound_s",
     "tracked_or_raise",
     "tracked_or_refused",
 ]

@@ -1,9 +1,9 @@
 """A stand-in for the Supervisely platform API v3 on 127.0.0.1, for tests of the tracking paths.
 
 It answers the methods the SDK's client and ``sly_vos.platform`` call on the tracking paths
-(``videos.info``, ``figures.info``, ``videos.download-frame``, ``videos.bulk.download-frame``,
-``figures.bulk.add``, ``videos.notify-annotation-tool``, ``annotation-tool.run-action``, and
-``instance.version``, which the SDK asks after its first non-200) in the shapes the SDK reads,
+(``videos.info``, ``figures.info``, ``videos.download-frame``, ``figures.bulk.add``,
+``videos.notify-annotation-tool``, ``annotation-tool.run-action``, and ``instance.version``,
+which the SDK asks after its first non-200) in the shapes the SDK reads,
 holds synthetic videos with their ground truth, records every call, and misbehaves on request.
 
 Why ``http.server.ThreadingHTTPServer``: the faults need the raw connection. ``drop`` closes
@@ -11,7 +11,7 @@ it without an answer, ``cut`` and ``slow(mid_answer=True)`` stop halfway through
 ``go_away`` closes the listening socket and every open keep-alive connection so the port
 refuses. A WSGI or ASGI server (werkzeug, uvicorn) answers 500 when the app gives no answer
 and keeps its connections to itself. This module also ships inside every app, where a stdlib
-server adds no dependency. Request parsing is http.server's, multipart encoding urllib3's.
+server adds no dependency. Request parsing is http.server's.
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
-from urllib3.fields import RequestField
-from urllib3.filepost import encode_multipart_formdata
 
 __all__ = ["Call", "PlatformStandIn"]
 
@@ -191,7 +189,6 @@ class PlatformStandIn:
     def __init__(self, token: str | None = None, *, version: str = "6.12.44"):
         self.token = token or secrets.token_hex(64)  # 128 characters, like a platform token
         self.version = version
-        self.reverse_bulk_parts = False  # answer bulk frames in reverse order (still named)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._calls: list[Call] = []
@@ -631,7 +628,6 @@ class PlatformStandIn:
             "videos.info": self._videos_info,
             "figures.info": self._figures_info,
             "videos.download-frame": self._download_frame,
-            "videos.bulk.download-frame": self._bulk_download_frame,
             "figures.bulk.add": self._figures_bulk_add,
             "videos.notify-annotation-tool": self._notify_annotation_tool,
             "annotation-tool.run-action": self._run_action,
@@ -741,26 +737,6 @@ class PlatformStandIn:
         video = self._video(body.get("videoId"))
         frame = self._frame_of(video, body.get("frame"), "frame")
         return video.encoded[frame], video.mime
-
-    def _bulk_download_frame(self, body: dict) -> tuple[Any, str]:
-        video = self._video(body.get("videoId"))
-        frames = body.get("frames")
-        if not isinstance(frames, list) or not frames:
-            raise _ApiError(400, "'frames' must be a non-empty list", field="frames")
-        indexes = [self._frame_of(video, f, "frames") for f in frames]
-        order = list(dict.fromkeys(indexes))
-        if self.reverse_bulk_parts:
-            order.reverse()
-        ext = "jpg" if video.mime == "image/jpeg" else "png"
-        parts = []
-        for index in order:
-            part = RequestField(
-                name=str(index), data=video.encoded[index], filename=f"{index}.{ext}"
-            )
-            part.make_multipart(content_type=video.mime)
-            parts.append(part)
-        data, content_type = encode_multipart_formdata(parts)
-        return data, content_type
 
     def _figures_bulk_add(self, body: dict) -> tuple[Any, str]:
         figures = body.get("figures")

@@ -21,7 +21,13 @@ import requests
 
 from sly_vos.dev import synthetic
 from sly_vos.dev.client import bitmap_geometry, geometry_mask, polygon_geometries
-from sly_vos.testing import ModelProfile, PlatformPolicy, tracked_or_refused
+from sly_vos.testing import (
+    HttpPolicy,
+    ModelProfile,
+    call_bound_s,
+    job_bound_s,
+    tracked_or_refused,
+)
 from sly_vos.testing.platform import PlatformStandIn
 from sly_vos.testing.server import Server, error_of
 
@@ -864,7 +870,7 @@ def test_platform_errors_are_retried_then_reported_once(
     tool: Tool,
     platform: PlatformStandIn,
     video: int,
-    platform_policy: PlatformPolicy,
+    platform_policy: HttpPolicy,
 ) -> None:
     """A 500 is retried; a platform that keeps failing ends the job within the policy's
     bound with one clear error (SDK defect 6: a second, empty 'Exception: ')."""
@@ -889,7 +895,7 @@ def test_platform_errors_are_retried_then_reported_once(
         platform.fail("videos.download-frame", 500, times=0)
         platform.clear_faults("videos.download-frame")
     elapsed = time.monotonic() - began
-    assert elapsed <= platform_policy.job_bound_s(frames=1), elapsed
+    assert elapsed <= job_bound_s(platform_policy, frames=1), elapsed
     assert last["stage"] == "Error" and "videos.download-frame" in last["exception"]["message"]
     errors = platform.errors(track_id)
     assert len(errors) == 1, errors
@@ -899,7 +905,7 @@ def test_platform_errors_are_retried_then_reported_once(
 def test_an_unreachable_platform_is_a_502_within_the_bound(
     tool: Tool,
     platform: PlatformStandIn,
-    platform_policy: PlatformPolicy,
+    platform_policy: HttpPolicy,
     video: int,
     closed_port: int,
 ) -> None:
@@ -915,14 +921,14 @@ def test_an_unreachable_platform_is_a_502_within_the_bound(
     elapsed = time.monotonic() - began
     assert answer.status_code == 502, answer.text[:300]
     assert error_of(answer)["field"] == "platform"
-    assert elapsed <= platform_policy.call_bound_s(), elapsed
+    assert elapsed <= call_bound_s(platform_policy), elapsed
     assert tool.server.post("/is_ready").status_code == 200
 
 
 def test_a_slow_platform_is_a_502_within_the_bound(
     tool: Tool,
     platform: PlatformStandIn,
-    platform_policy: PlatformPolicy,
+    platform_policy: HttpPolicy,
     video: int,
 ) -> None:
     figure_ids = tool.figures(video, 0)
@@ -936,7 +942,7 @@ def test_a_slow_platform_is_a_502_within_the_bound(
     elapsed = time.monotonic() - began
     assert answer.status_code == 502, answer.text[:300]
     assert "videos.info" in error_of(answer)["error"]
-    assert elapsed <= platform_policy.call_bound_s(), elapsed
+    assert elapsed <= call_bound_s(platform_policy), elapsed
 
 
 # ---------------------------------------------------------------- several annotators
