@@ -96,7 +96,7 @@ def test_free_text_is_preserved(baked: BakedProject) -> None:
     assert pyproject["project"]["authors"][0]["name"] == ctx["author"]
     settings = settings_literals(baked.read(f"src/{ctx['__package_name']}/settings.py"))
     assert settings["model_name"] == ctx["model_name"]
-    assert settings["app_name"] == ctx["app_name"]
+    assert "app_name" not in settings  # the runtime never reads it: config.json holds it
     assert settings["weights_url"] == (ctx["weights_url"] or None)
     assert settings["weights_sha256"] == (ctx["weights_sha256"] or None)
     recorded = baked.json(".cruft.json")["context"]["cookiecutter"]

@@ -153,18 +153,18 @@ class JobRegistry:
         self._lock = threading.Lock()
         self._worker = model_thread
 
-    def submit(self, job: Job, run: Callable[[Job], None]) -> Future[None]:
-        """Register ``job`` and run ``run(job)`` on the worker; ``run`` must not raise."""
+    def submit(self, job: Job, body: Callable[[], None]) -> Future[None]:
+        """Register ``job`` and run its ``body`` on the worker; ``body`` must not raise."""
         self._sweep()
         with self._lock:
             self._jobs[job.uuid] = job
-        return self._worker.submit(self._run, job, run)
+        return self._worker.submit(self._run, job, body)
 
     @staticmethod
-    def _run(job: Job, run: Callable[[Job], None]) -> None:
+    def _run(job: Job, body: Callable[[], None]) -> None:
         try:
-            run(job)
-        except BaseException as exc:  # a bug in ``run``: never leave a job unfinished
+            body()
+        except BaseException as exc:  # a bug in ``body``: never leave a job unfinished
             logger.exception("tracking job %s crashed", job.uuid)
             if not job.finished:
                 job.finish(exc)

@@ -15,10 +15,9 @@ FAKE_SETTINGS = """
 from sly_vos import AppSettings
 
 SETTINGS = AppSettings(
-    model_name="Fake", app_name="Serve Fake", app_slug="serve-fake", package="fakeapp",
-    app_version="0.0.1", sdk_version="6.74.51", port=8000,
+    model_name="Fake", app_slug="serve-fake", package="fakeapp", app_version="0.0.1",
     weights_url="https://example.com/fake.pth", weights_sha256=None,
-    weights_filename="fake.pth", env_prefix="FAKEAPP", gpu="no",
+    weights_filename="fake.pth", env_prefix="FAKEAPP",
 )
 """
 

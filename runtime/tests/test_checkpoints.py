@@ -31,9 +31,8 @@ def sha(data: bytes) -> str:
 
 
 SETTINGS = AppSettings(
-    model_name="Fake", app_name="Serve Fake", app_slug="serve-fake", package="fakeapp",
-    app_version="0.0.1", sdk_version="6.74.51", port=8000, weights_url=None,
-    weights_sha256=None, weights_filename="weights.pth", env_prefix="FAKEAPP", gpu="no",
+    model_name="Fake", app_slug="serve-fake", package="fakeapp", app_version="0.0.1",
+    weights_url=None, weights_sha256=None, weights_filename="weights.pth", env_prefix="FAKEAPP",
 )  # fmt: skip
 
 

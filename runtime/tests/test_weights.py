@@ -705,12 +705,9 @@ def test_waiting_for_a_held_lock_is_bounded(server: HTTPServer, dest: Path):
 def fake_settings(url: str | None, sha256: str | None = None) -> AppSettings:
     return AppSettings(
         model_name="Fake model",
-        app_name="Fake app",
         app_slug="fake-app",
         package="fakeapp",
         app_version="0.1.0",
-        sdk_version="6.74.51",
-        port=8000,
         weights_url=url,
         weights_sha256=sha256,
         weights_filename=FILENAME,

@@ -11,6 +11,7 @@ inflated; then all geometries are tracked jointly in one model pass.
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any, BinaryIO
@@ -34,6 +35,16 @@ FRAME_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF")
 
 
 # ---------------------------------------------------------------- settings
+
+
+def load_settings(text: str) -> Any:
+    """The form field ``settings`` as JSON; malformed JSON is a 400 saying where."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            "settings", f"is not valid JSON ({exc.msg} at char {exc.pos})", 400
+        ) from None
 
 
 def parse_settings(settings: Any, num_files: int) -> FilesSettings:

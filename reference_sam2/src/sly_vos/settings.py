@@ -1,15 +1,17 @@
-"""What the runtime needs to know about one app: names, versions, weights, environment.
+"""What the runtime reads about one app: its names, version, weights and environment.
 
 An app's own ``settings.py`` builds one ``AppSettings`` from its template answers (as
 literals, so a reader sees them); everything here derives from those fields, so the names
-of environment variables and files are spelled in one place.
+of environment variables and files are spelled in one place. Answers the runtime never reads
+(the app's display name, the SDK pin, the port, the GPU policy) live only where they act:
+``config.json``, ``requirements.txt``, ``docker/Dockerfile``, and ``.cruft.json`` records them
+(the manifest suite checks that those agree).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -19,22 +21,18 @@ DOCKER_MODEL_DIR = Path("/weights")
 
 
 class AppSettings(BaseModel):
-    """The answers an app was generated with, validated once at import."""
+    """The template answers the runtime reads, validated once at import."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model_name: str = Field(min_length=1)
-    app_name: str = Field(min_length=1)
     app_slug: str = Field(pattern=r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
     package: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     app_version: str = Field(min_length=1)
-    sdk_version: str = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
     weights_url: str | None = None  # None: nothing to download (a model without weights)
     weights_sha256: str | None = None
     weights_filename: str = Field(min_length=1)
     env_prefix: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
-    gpu: Literal["required", "preferred", "no"] = "preferred"
 
     @field_validator("weights_url")
     @classmethod

@@ -10,12 +10,12 @@ Why the SDK's endpoints are replaced rather than extended (supervisely 6.74.51):
 500s, limits and geometry checks run only after every frame is downloaded, stop takes effect
 only after the whole model pass, and each geometry of ``/track-api-files`` costs one model
 pass. Here: one model pass tracks all objects of a request jointly, frames stream through
-the model, and every bad request is a JSON 4xx naming the field and the rule.
+the model, and every bad request is a JSON 4xx naming the field and the rule. Each route's
+flow reads top to bottom in ``endpoints.py``; this class loads the model and wires routes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -29,28 +29,15 @@ from fastapi import File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from . import __version__, checkpoints, errors, files_api, labeling_tool, limits
+from . import __version__, checkpoints, endpoints, errors, files_api, limits
 from .appspec import AppSpec, check_model_module
 from .device import device_from_env
-from .jobs import Job, JobRegistry
-from .memory import release_memory
+from .jobs import JobRegistry
 from .model_thread import ModelThread
-from .platform import PlatformClient, PlatformConfigError
-from .schemas import RequestRef, TrackApiContext, TrackAsyncContext, TrackContext, parse
 from .settings import AppSettings
-from .tracking import SupportsTrack, run_tracker, track_stream
-from .validation import InputError
+from .tracking import SupportsTrack, run_tracker
 
 logger = logging.getLogger(__name__)
-
-JSON_ROUTES = (
-    "/track",
-    "/track_async",
-    "/track-api",
-    "/pop_tracking_results",
-    "/stop_tracking",
-    "/clear_tracking_results",
-)
 
 
 class TrackingApp(sly.nn.inference.MaskTracking):
@@ -141,113 +128,46 @@ class TrackingApp(sly.nn.inference.MaskTracking):
 
     def serve(self) -> None:
         super().serve()  # BaseTracking.serve registers our endpoints (_register_endpoints)
-        errors.install(self._app.get_server(), JSON_ROUTES, files_api.ROUTE)
+        errors.install(self._app.get_server(), self._json_routes(), files_api.ROUTE)
 
-    # ------------------------------------------------------------ requests
+    # ------------------------------------------------------------ requests (flows: endpoints.py)
 
-    def start_track(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``/track``: check, then upload results in the background."""
-        ctx = parse(TrackContext, body.get("context"), "context")
-        plan = _plan(labeling_tool.plan_track, body, ctx)
-        return self._submit("track", plan, labeling_tool.run_track, "Tracking has started.")
-
-    def start_track_async(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``/track_async``: check, then queue results for ``/pop_tracking_results``."""
-        ctx = parse(TrackAsyncContext, body.get("context"), "context")
-        plan = _plan(labeling_tool.plan_track_async, body, ctx)
-        return self._submit(
-            "track_async", plan, labeling_tool.run_track_async, "Inference has started."
-        )
-
-    def _submit(
-        self,
-        kind: str,
-        plan: labeling_tool.Plan,
-        run: Callable[[labeling_tool.TrackingHost, labeling_tool.Plan, Job], None],
-        message: str,
-    ) -> dict[str, Any]:
-        job = Job(kind, plan.frames)
-        self.jobs.submit(job, lambda j: run(self, plan, j))
-        logger.info(
-            "%s request queued",
-            kind,
-            extra={"uuid": job.uuid, "frames": plan.frames, "objects": len(plan.objects)},
-        )
-        return {"message": message, "inference_request_uuid": job.uuid, "success": True}
-
-    def track_api_sync(self, body: dict[str, Any]) -> list[list[dict[str, Any] | None]]:
-        """``/track-api``: N x K geometries, computed in a worker thread."""
-        ctx = parse(TrackApiContext, body.get("context"), "context")
-        plan = _plan(labeling_tool.plan_track_api, body, ctx)
-        return labeling_tool.run_track_api(self, plan)
-
-    def pop_results(self, body: dict[str, Any]) -> dict[str, Any]:
-        ref = parse(RequestRef, body.get("context"), "context")
-        job = self.jobs.get(ref.uuid)
-        frame_range = tuple(ref.frame_range) if ref.frame_range else None
-        results = job.pop(frame_range)  # type: ignore[arg-type]
-        return {**job.status(), "pending_results": results}
-
-    def stop(self, body: dict[str, Any]) -> dict[str, Any]:
-        ref = parse(RequestRef, body.get("context"), "context")
-        self.jobs.get(ref.uuid).stop()
-        return {"message": "Inference will be stopped.", "success": True}
-
-    def clear(self, body: dict[str, Any]) -> dict[str, Any]:
-        ref = parse(RequestRef, body.get("context"), "context")
-        self.jobs.forget_soon(ref.uuid)
-        return {"message": "Inference results cleared.", "success": True}
+    @property
+    def engine(self) -> endpoints.Engine:
+        """All a request needs of the app: the tracker and the thread model passes run on."""
+        return endpoints.Engine(self.tracker, self.model_thread)
 
     def track_api_files(self, files: list[BinaryIO], settings: Any) -> list:
-        """``/track-api-files``: all input geometries tracked jointly in one model pass."""
-        try:
-            files_api.check_file_count(len(files))
-            request = files_api.parse_settings(settings, len(files))
-            images = files_api.open_frames(files)  # headers only: limits checked, nothing decoded
-            width, height = images[0].size
-            label = files_api.input_label(request, height, width)
-            kinds = [item.type for item in request.input_geometries]
-            if len(images) == 1:
-                return []  # nothing after the annotated frame
-
-            def track() -> list[np.ndarray]:
-                # On the model thread, where the frames are decoded: waiting requests hold
-                # no pixels. Every frame is decoded before the model runs, so a truncated
-                # upload is a 400 whatever the model would have done with the ones before.
-                frames = [files_api.decode_frame(image, i) for i, image in enumerate(images)]
-                return list(track_stream(self.tracker, frames, label, len(frames)))
-
-            masks = self.model_thread.run(track)
-            return files_api.build_response(masks, kinds)
-        finally:
-            release_memory()
+        """``/track-api-files`` on file objects and parsed settings (its route calls this)."""
+        return endpoints.track_api_files(self.engine, files, settings)
 
     # ------------------------------------------------------------ routes
+
+    def _json_routes(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        """Each JSON route and its flow in ``endpoints``, given the engine or the jobs (read
+        at call time), never the app."""
+        return {
+            "/track": lambda body: endpoints.track(self.engine, self.jobs, body),
+            "/track_async": lambda body: endpoints.track_async(self.engine, self.jobs, body),
+            "/track-api": lambda body: endpoints.track_api(self.engine, body),
+            "/pop_tracking_results": lambda body: endpoints.pop_tracking_results(self.jobs, body),
+            "/stop_tracking": lambda body: endpoints.stop_tracking(self.jobs, body),
+            "/clear_tracking_results": lambda body: endpoints.clear_tracking_results(
+                self.jobs, body
+            ),
+        }
 
     def _register_endpoints(self) -> None:
         """Every endpoint the platform calls on a tracking app (replaces the SDK's)."""
         server = self._app.get_server()
-        json_routes: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "/track": self.start_track,
-            "/track_async": self.start_track_async,
-            "/track-api": self.track_api_sync,
-            "/pop_tracking_results": self.pop_results,
-            "/stop_tracking": self.stop,
-            "/clear_tracking_results": self.clear,
-        }
-        for path, handler in json_routes.items():
+        for path, handler in self._json_routes().items():
             server.add_api_route(path, _json_endpoint(path, handler), methods=["POST"])
 
         async def track_api_files(
             files: Annotated[list[UploadFile], File()], settings: Annotated[str, Form()] = "{}"
         ) -> Any:
             def work() -> Any:
-                try:
-                    parsed = json.loads(settings)
-                except json.JSONDecodeError as exc:
-                    raise InputError(
-                        "settings", f"is not valid JSON ({exc.msg} at char {exc.pos})", 400
-                    ) from None
+                parsed = files_api.load_settings(settings)
                 return self.track_api_files([f.file for f in files], parsed)
 
             return await _answer(files_api.ROUTE, work)
@@ -270,26 +190,6 @@ def _checkpoint_info(checkpoint: checkpoints.Checkpoint | None) -> dict[str, Any
     if checkpoint is None:
         return None
     return {"name": checkpoint.name, "source": checkpoint.source, "files": list(checkpoint.files)}
-
-
-def _client(body: dict[str, Any]) -> PlatformClient:
-    try:
-        return PlatformClient.from_request(body)
-    except PlatformConfigError as exc:
-        raise InputError(getattr(exc, "field", "server_address"), str(exc), 400) from None
-
-
-def _plan(
-    planner: Callable[[PlatformClient, Any], labeling_tool.Plan], body: dict[str, Any], ctx: Any
-) -> labeling_tool.Plan:
-    """The request's plan; its platform connection is closed when planning refuses it (a
-    plan that runs closes it when its job ends)."""
-    client = _client(body)
-    try:
-        return planner(client, ctx)
-    except BaseException:
-        client.close()
-        raise
 
 
 def _json_endpoint(

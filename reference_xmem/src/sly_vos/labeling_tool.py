@@ -1,14 +1,13 @@
-"""The labeling tool's tracking requests: ``/track``, ``/track_async`` and ``/track-api``.
+"""The labeling tool's requests in parts: ``/track``, ``/track_async`` and ``/track-api``.
 
-Each request is first *planned* in the request thread: its context is validated, the video's
-size and length are read from the platform (``videos.info``), the frame range, the object
-count and every geometry are checked against them and drawn into one label mask. A bad
-request is answered with a JSON 4xx before a single frame is downloaded. Then it *runs*,
-under the app's model lock: frames are downloaded in order (one ahead of the model), each
-tracked frame is sent on at once (uploaded with ``figures.bulk.add`` for ``/track``, queued
-for ``/pop_tracking_results`` for ``/track_async``), progress is reported per frame, and a
-stop (the tool's button, ``/stop_tracking``) takes effect before the next frame. An error is
-reported to the tool once, with a message that names no server path.
+``endpoints`` strings these parts together, one flow per request kind. Planning runs in the
+request thread: the context has been validated, the video's size and length are read from
+the platform (``videos.info``), the frame range, the object count and every geometry are
+checked against them and drawn into one label mask, so a bad request is answered with a JSON
+4xx before a single frame is downloaded. The running parts run on the model thread: frames
+are downloaded in order (one ahead of the model), each tracked frame becomes figures typed
+like its input, progress goes to the tool per frame (its answer can stop the run), and an
+error is reported to the tool once, with a message that names no server path.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from supervisely.api.video.video_figure_api import FigureInfo
@@ -26,21 +25,12 @@ from supervisely.api.video.video_figure_api import FigureInfo
 from . import geometry, limits
 from .errors import user_message
 from .jobs import Job
-from .memory import release_memory
-from .model_thread import ModelThread
 from .platform import PlatformClient, PlatformError, VideoInfo
 from .schemas import TrackApiContext, TrackAsyncContext, TrackContext, _RangeContext
 from .tracking import SupportsTrack, track_stream
 from .validation import InputError, check_count, check_size
 
 logger = logging.getLogger(__name__)
-
-
-class TrackingHost(Protocol):
-    """What a run needs from the app: the model and the thread its passes run on."""
-
-    tracker: SupportsTrack
-    model_thread: ModelThread
 
 
 @dataclass(frozen=True)
@@ -65,6 +55,11 @@ class Plan:
     session_id: Any = None
     direct_progress: bool = False
     tracked: dict[str, int] = field(default_factory=dict)
+
+    def count_tracked(self, shapes: list[tuple[TrackedObject, Any]]) -> None:
+        """One more frame for every input figure visible in ``shapes`` (the tool's counts)."""
+        for figure_id in {str(obj.figure_id) for obj, _ in shapes if obj.figure_id is not None}:
+            self.tracked[figure_id] = self.tracked.get(figure_id, 0) + 1
 
     @property
     def frames(self) -> int:
@@ -224,12 +219,12 @@ class FrameFeed:
 
 
 def tracked_masks(
-    host: TrackingHost, plan: Plan, job: Job | None
+    tracker: SupportsTrack, plan: Plan, job: Job | None
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(frame index, mask)`` for every frame after the annotated one, as the model yields
-    them. Runs on ``host.model_thread``; stopping is checked between frames."""
+    them; call it on the model thread. A stopped ``job`` ends it before the next frame."""
     feed = FrameFeed(plan.client, plan.video.id, plan.frame_indexes)
-    stream = track_stream(host.tracker, iter(feed), plan.label, len(plan.frame_indexes))
+    stream = track_stream(tracker, iter(feed), plan.label, len(plan.frame_indexes))
     try:
         for position, mask in enumerate(stream):
             if position == 0:
@@ -242,7 +237,7 @@ def tracked_masks(
         stream.close()
 
 
-def _figures_of(plan: Plan, mask: np.ndarray) -> list[tuple[TrackedObject, Any]]:
+def figures_of(plan: Plan, mask: np.ndarray) -> list[tuple[TrackedObject, Any]]:
     """Every object visible in ``mask`` as geometries typed like its input figure."""
     boxes = geometry.object_boxes(mask)
     shapes = []
@@ -253,89 +248,8 @@ def _figures_of(plan: Plan, mask: np.ndarray) -> list[tuple[TrackedObject, Any]]
     return shapes
 
 
-def _count_tracked(plan: Plan, shapes: list[tuple[TrackedObject, Any]]) -> None:
-    for figure_id in {str(obj.figure_id) for obj, _ in shapes if obj.figure_id is not None}:
-        plan.tracked[figure_id] = plan.tracked.get(figure_id, 0) + 1
-
-
-def _notify(plan: Plan, job: Job, current: int, total: int) -> None:
-    """Progress to the tool; learns the tool's stop button from the answer."""
-    span = plan.frame_range(current)
-    if plan.direct_progress:
-        plan.client.direct_progress(
-            plan.session_id, plan.video.id, plan.track_id, span, current, total
-        )
-        return
-    stopped = plan.client.notify_progress(
-        plan.track_id, plan.video.id, span, current, total, tracked_figures=plan.tracked
-    )
-    if stopped and current < total:
-        logger.info("stopped from the labeling tool", extra={"uuid": job.uuid})
-        job.stop()
-
-
-def _report_error(plan: Plan, job: Job, exc: BaseException) -> None:
-    """Tell the tool once; a platform that cannot even take the error is only logged."""
-    message = user_message(exc)
-    try:
-        if plan.direct_progress:
-            plan.client.direct_error(plan.session_id, plan.video.id, plan.track_id, message)
-        else:
-            plan.client.notify_error(plan.track_id, message)
-    except PlatformError as again:
-        logger.warning("could not report the error to the labeling tool: %s", again)
-
-
-def _run(host: TrackingHost, plan: Plan, job: Job, upload: bool) -> None:
-    """The body of a ``/track`` (``upload``) or ``/track_async`` job, on the model thread."""
-    error: BaseException | None = None
-    done = 0
-    try:
-        if job.stopped:  # stopped while it waited: nothing downloaded, nothing to say
-            return
-        job.start()
-        for frame_index, mask in tracked_masks(host, plan, job):
-            shapes = _figures_of(plan, mask)
-            _count_tracked(plan, shapes)
-            if upload:
-                _upload(plan, frame_index, shapes)
-                job.advance()
-            else:
-                job.advance([(frame_index, _figure_info(plan, frame_index, s)) for s in shapes])
-            done += 1
-            _notify(plan, job, done, plan.frames)
-        if job.stopped and done < plan.frames:
-            _notify_quietly(plan, job, done)
-    except Exception as exc:  # reported to the tool, kept on the job for /pop_tracking_results
-        error = exc
-        if not isinstance(exc, (InputError, PlatformError, NotImplementedError)):
-            logger.exception("tracking job %s failed", job.uuid)
-        else:
-            logger.warning("tracking job %s failed: %s", job.uuid, exc)
-        _report_error(plan, job, exc)
-    finally:
-        job.finish(error)
-        plan.client.close()
-        release_memory()
-
-
-def _notify_quietly(plan: Plan, job: Job, done: int) -> None:
-    """A stopped job closes the tool's progress bar at what was done (as the SDK does)."""
-    try:
-        _notify(plan, job, done, done)
-    except PlatformError as exc:
-        logger.warning("could not send the final progress: %s", exc)
-
-
-def run_track(host: TrackingHost, plan: Plan, job: Job) -> None:
-    _run(host, plan, job, upload=True)
-
-
-def run_track_async(host: TrackingHost, plan: Plan, job: Job) -> None:
-    _run(host, plan, job, upload=False)
-
-
-def _upload(plan: Plan, frame_index: int, shapes: list[tuple[TrackedObject, Any]]) -> None:
+def upload_figures(plan: Plan, frame_index: int, shapes: list[tuple[TrackedObject, Any]]) -> None:
+    """``/track``'s results: one ``figures.bulk.add`` per frame (nothing for an empty one)."""
     if not shapes:
         return
     figures = []
@@ -357,7 +271,7 @@ def _upload(plan: Plan, frame_index: int, shapes: list[tuple[TrackedObject, Any]
     plan.client.add_figures(plan.video.id, figures)
 
 
-def _figure_info(plan: Plan, frame_index: int, item: tuple[TrackedObject, Any]) -> FigureInfo:
+def figure_info(plan: Plan, frame_index: int, item: tuple[TrackedObject, Any]) -> FigureInfo:
     """A result for ``/pop_tracking_results`` in the SDK's format (its ``FigureInfo``)."""
     obj, shape = item
     values = dict.fromkeys(FigureInfo._fields)
@@ -373,28 +287,62 @@ def _figure_info(plan: Plan, frame_index: int, item: tuple[TrackedObject, Any]) 
     return FigureInfo(**values)
 
 
-def run_track_api(host: TrackingHost, plan: Plan) -> list[list[dict[str, Any] | None]]:
-    """``/track-api``: N x K (frames after the first x input geometries), ``None`` where an
-    object is not visible; bitmaps, as the SDK answers. Waits for the model thread."""
+def bitmap_row(mask: np.ndarray, objects: int) -> list[dict[str, Any] | None]:
+    """``/track-api``'s answer for one frame: a bitmap per object (``None``: not visible)."""
+    boxes = geometry.object_boxes(mask)
+    row: list[dict[str, Any] | None] = []
+    for label_id in range(1, objects + 1):
+        if label_id not in boxes:
+            row.append(None)
+            continue
+        (shape,) = geometry.mask_geometries(mask, label_id, boxes[label_id], "bitmap")
+        row.append(geometry.to_json([shape])[0])
+    return row
 
-    def rows() -> list[list[dict[str, Any] | None]]:
-        table: list[list[dict[str, Any] | None]] = []
-        for _, mask in tracked_masks(host, plan, None):
-            boxes = geometry.object_boxes(mask)
-            table.append([_bitmap_json(mask, k, boxes) for k in range(1, len(plan.objects) + 1)])
-        return table
 
+# ---------------------------------------------------------------- talking to the tool
+
+
+def notify_progress(plan: Plan, job: Job, current: int, total: int) -> None:
+    """Progress to the tool; learns the tool's stop button from the answer."""
+    span = plan.frame_range(current)
+    if plan.direct_progress:
+        plan.client.direct_progress(
+            plan.session_id, plan.video.id, plan.track_id, span, current, total
+        )
+        return
+    stopped = plan.client.notify_progress(
+        plan.track_id, plan.video.id, span, current, total, tracked_figures=plan.tracked
+    )
+    if stopped and current < total:
+        logger.info("stopped from the labeling tool", extra={"uuid": job.uuid})
+        job.stop()
+
+
+def close_progress_if_stopped(plan: Plan, job: Job) -> None:
+    """A job stopped early closes the tool's progress bar at what was done (as the SDK
+    does); a platform that cannot take it is only logged."""
+    done = job.current
+    if not job.stopped or done >= plan.frames:
+        return
     try:
-        return host.model_thread.run(rows)
-    finally:
-        plan.client.close()
-        release_memory()
+        notify_progress(plan, job, done, done)
+    except PlatformError as exc:
+        logger.warning("could not send the final progress: %s", exc)
 
 
-def _bitmap_json(
-    mask: np.ndarray, label_id: int, boxes: dict[int, tuple[int, int, int, int]]
-) -> dict[str, Any] | None:
-    if label_id not in boxes:
-        return None
-    (shape,) = geometry.mask_geometries(mask, label_id, boxes[label_id], "bitmap")
-    return geometry.to_json([shape])[0]
+def report_error(plan: Plan, job: Job, exc: BaseException) -> None:
+    """Log a failed job and tell the tool once; a platform that cannot even take the error
+    is only logged. Request and platform errors are expected: no traceback for them."""
+    if isinstance(exc, (InputError, PlatformError, NotImplementedError)):
+        logger.warning("tracking job %s failed: %s", job.uuid, exc)
+    else:
+        logger.error("tracking job %s failed", job.uuid, exc_info=exc)
+    message = user_message(exc)
+    try:
+        if plan.direct_progress:
+            plan.client.direct_error(plan.session_id, plan.video.id, plan.track_id, message)
+        else:
+            plan.client.notify_error(plan.track_id, message)
+    except PlatformError as again:
+        logger.warning("could not report the error to the labeling tool: %s", again)

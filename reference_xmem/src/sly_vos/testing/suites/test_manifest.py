@@ -1,8 +1,10 @@
-"""The manifest, Dockerfile, requirements and launch config agree with each other, and the
-vendored runtime is the verbatim copy it claims to be.
+"""The manifest, Dockerfile, requirements and launch config agree with each other and with
+the answers in ``.cruft.json``, and the vendored runtime is the verbatim copy it claims to be.
 
 No Docker engine is needed: the Dockerfile is parsed, every file it copies must exist, and
-every version that appears in several places must be the same everywhere.
+every version that appears in several places must be the same everywhere. A fact the runtime
+never reads (app name, port, GPU policy, SDK pin) is checked where it lives, against the
+answers ``cruft update`` re-renders the app from.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ def settings(app_spec: AppSpec) -> AppSettings:
 
 
 @pytest.fixture(scope="module")
+def answers(app_root: Path) -> dict:
+    """The template answers the app was generated with (``cruft update`` renders from them)."""
+    record = json.loads((app_root / ".cruft.json").read_text(encoding="utf-8"))
+    return record["context"]["cookiecutter"]
+
+
+@pytest.fixture(scope="module")
 def manifest(app_root: Path) -> dict:
     return json.loads((app_root / "config.json").read_text(encoding="utf-8"))
 
@@ -52,22 +61,22 @@ def requirement_pins(path: Path) -> dict[str, str]:
     return pins
 
 
-def test_manifest_has_what_supervisely_needs(manifest: dict, settings: AppSettings) -> None:
+def test_manifest_has_what_supervisely_needs(manifest: dict, answers: dict) -> None:
     assert manifest["type"] == "app"
     assert "sly_video_tracking" in manifest["session_tags"]
     assert {"bitmap", "polygon"} <= set(manifest["allowed_shapes"])
     assert manifest["task_location"] == "application_sessions"
     assert manifest["headless"] is True
     assert {"videos", "segmentation & tracking", "serve"} <= set(manifest["categories"])
-    assert manifest["name"] == settings.app_name
+    assert manifest["name"] == answers["app_name"]
 
 
 def test_entrypoint_port_and_launch_config_agree(
-    manifest: dict, app_root: Path, settings: AppSettings
+    manifest: dict, app_root: Path, answers: dict
 ) -> None:
     match = ENTRYPOINT_RE.match(manifest["entrypoint"])
     assert match, manifest["entrypoint"]
-    assert int(match["port"]) == manifest["port"] == settings.port
+    assert int(match["port"]) == manifest["port"] == int(answers["port"])
     launch = json.loads((app_root / ".vscode" / "launch.json").read_text(encoding="utf-8"))
     serve = launch["configurations"][0]
     assert serve["module"] == "uvicorn"
@@ -75,20 +84,24 @@ def test_entrypoint_port_and_launch_config_agree(
     assert serve["args"] == expected_args
 
 
-def test_gpu_policy(manifest: dict, settings: AppSettings) -> None:
-    if settings.gpu == "no":
+def test_gpu_policy(manifest: dict, answers: dict) -> None:
+    if answers["gpu"] == "no":
         assert "gpu" not in manifest and manifest["need_gpu"] is False
     else:
-        assert manifest["gpu"] == settings.gpu
-        assert manifest["need_gpu"] is (settings.gpu == "required")
+        assert manifest["gpu"] == answers["gpu"]
+        assert manifest["need_gpu"] is (answers["gpu"] == "required")
 
 
 def test_versions_have_one_value_everywhere(
-    manifest: dict, dockerfile: DockerfileParser, app_root: Path, settings: AppSettings
+    manifest: dict,
+    dockerfile: DockerfileParser,
+    app_root: Path,
+    settings: AppSettings,
+    answers: dict,
 ) -> None:
     pins = requirement_pins(app_root / "requirements.txt")
-    assert pins["supervisely"] == settings.sdk_version
-    assert dockerfile.labels["python_sdk_version"] == settings.sdk_version
+    assert pins["supervisely"] == answers["sdk_version"]
+    assert dockerfile.labels["python_sdk_version"] == pins["supervisely"]
     image, tag = manifest["docker_image"].rsplit(":", 1)
     assert tag == settings.app_version
     assert image in (app_root / "docker" / "Dockerfile").read_text(encoding="utf-8")
@@ -110,7 +123,7 @@ def test_dockerfile_copies_only_existing_files(
 
 
 def test_dockerfile_bakes_weights_with_the_hook(
-    dockerfile: DockerfileParser, settings: AppSettings
+    dockerfile: DockerfileParser, settings: AppSettings, manifest: dict
 ) -> None:
     runs = [i["value"] for i in dockerfile.structure if i["instruction"] == "RUN"]
     hook = next((run for run in runs if f"-m sly_vos.weights {settings.package}" in run), None)
@@ -119,7 +132,7 @@ def test_dockerfile_bakes_weights_with_the_hook(
     assert dockerfile.args["WEIGHTS_URL"] == (settings.weights_url or "")
     assert dockerfile.args["WEIGHTS_SHA256"] == (settings.weights_sha256 or "")
     cmd = next(i["value"] for i in dockerfile.structure if i["instruction"] == "CMD")
-    assert "main:model.app" in cmd and str(settings.port) in cmd
+    assert "main:model.app" in cmd and str(manifest["port"]) in cmd
 
 
 def test_workflow_uses_the_requirement_pins(app_root: Path) -> None:
