@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repo_tools import REPO_ROOT, machine  # noqa: E402
-from repo_tools import bench as B  # noqa: E402
+from repo_tools import REPO_ROOT, machine
+from repo_tools import bench as B
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "container.json"
 IMAGES = (

@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repo_tools import bench as B  # noqa: E402
-from repo_tools import machine  # noqa: E402
-from repo_tools.baking import App, bake  # noqa: E402
-from repo_tools.serving import serve_env, served  # noqa: E402
+from repo_tools import bench as B
+from repo_tools import machine
+from repo_tools.baking import App, bake
+from repo_tools.serving import serve_env, served
 
 NAME = "protocol"
 TITLE = "Labeling-tool protocol: server memory of one `/track_async` request by its length"

@@ -32,11 +32,10 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repo_tools import REPO_ROOT, machine  # noqa: E402
-from repo_tools import bench as B  # noqa: E402
-from repo_tools.baking import App  # noqa: E402
-from repo_tools.serving import COPY_IGNORED, serve_env, served  # noqa: E402
+from repo_tools import BENCH_DIR, REPO_ROOT, machine, on_sys_path
+from repo_tools import bench as B
+from repo_tools.baking import App
+from repo_tools.serving import COPY_IGNORED, serve_env, served
 
 NAME = "sam2"
 TITLE = "SAM 2.1 tiny (reference_sam2, random weights) on the CPU"
@@ -147,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.frames or args.memory_frames:  # a loaded machine: fewer frames, said in the JSON
         plan = replace(plan, frames=args.frames or plan.frames,
                        memory_frames=args.memory_frames or plan.memory_frames)
-    sys.path[:0] = [str(SAM2_DIR / "src"), str(Path(__file__).parent)]
+    on_sys_path(SAM2_DIR / "src", BENCH_DIR)  # serve_sam2 (and its runtime), bench_protocol
     from serve_sam2.model import small_config, write_random_weights
 
     with tempfile.TemporaryDirectory(prefix="bench-sam2-") as tmp_name:

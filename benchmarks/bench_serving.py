@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repo_tools import bench as B  # noqa: E402
-from repo_tools import machine  # noqa: E402
-from repo_tools.baking import App, bake  # noqa: E402
-from repo_tools.serving import reference_copy, serve_env, served, xmem_weights  # noqa: E402
+from repo_tools import bench as B
+from repo_tools import machine
+from repo_tools.baking import App, bake
+from repo_tools.serving import reference_copy, serve_env, served, xmem_weights
 
 NAME = "serving"
 TITLE = "Serving overhead (`/track-api-files` through uvicorn vs in-process `run_tracker`)"

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repo_tools import REPO_ROOT  # noqa: E402
-from repo_tools import bench as B  # noqa: E402
-from repo_tools.baking import TEMPLATE_ANSWERS, bake  # noqa: E402
+from repo_tools import REPO_ROOT
+from repo_tools import bench as B
+from repo_tools.baking import TEMPLATE_ANSWERS, bake
 
 NAME = "template"
 TITLE = "Template: bake, and bake + venv + install + tests"

@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repo_tools import bench as B  # noqa: E402
-from repo_tools import machine, reference_on_path  # noqa: E402
-from repo_tools.baking import App, bake  # noqa: E402
-from repo_tools.serving import xmem_weights  # noqa: E402
+from repo_tools import bench as B
+from repo_tools import machine, reference_on_path
+from repo_tools.baking import App, bake
+from repo_tools.serving import xmem_weights
 
 NAME = "tracker"
 TITLE = "Tracker throughput (`predict` path: `tracking.run_tracker`)"

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repo_tools import bench as B  # noqa: E402
-from repo_tools import machine, reference_on_path, runtime_on_path  # noqa: E402
-from repo_tools.serving import xmem_weights  # noqa: E402
+from repo_tools import bench as B
+from repo_tools import machine, reference_on_path, runtime_on_path
+from repo_tools.serving import xmem_weights
 
 NAME = "xmem_memory"
 TITLE = "XMem memory on a long video"

@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repo_tools import bench as B  # noqa: E402
-from repo_tools import machine, reference_on_path, runtime_on_path  # noqa: E402
-from repo_tools.serving import xmem_weights  # noqa: E402
+from repo_tools import bench as B
+from repo_tools import machine, on_sys_path, reference_on_path, runtime_on_path
+from repo_tools.serving import xmem_weights
 
 NAME = "xmem_upstream"
 TITLE = "XMem vs upstream XMem (same weights, same clip, one process)"
@@ -107,7 +106,7 @@ def import_upstream(path: Path) -> tuple[type, type]:
                 str(path)):
             raise SystemExit(f"a module named {name!r} is already imported from "
                              f"{getattr(module, '__file__', '?')}; cannot import upstream XMem")
-    sys.path.insert(0, str(path))
+    on_sys_path(path)  # deliberately: the checkout the user named
     from inference.inference_core import InferenceCore  # type: ignore[import-not-found]
     from model import resnet as upstream_resnet  # type: ignore[import-not-found]
     from model.network import XMem  # type: ignore[import-not-found]

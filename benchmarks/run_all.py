@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repo_tools import BENCH_DIR, REPO_ROOT, machine, repo_relative  # noqa: E402
-from repo_tools import bench as B  # noqa: E402
+from repo_tools import BENCH_DIR, REPO_ROOT, machine, repo_relative
+from repo_tools import bench as B
 
 # Order of the sections in RESULTS.md.
 SECTIONS = {

@@ -15,8 +15,10 @@ repository's own tools have in common lives here, once:
   markdown and console tables.
 
 Every module keeps heavy imports (torch, cv2, supervisely, cookiecutter) inside functions,
-so importing any of them is cheap. Scripts outside the repository root put the root on
-``sys.path`` first (``sys.path.insert(0, str(Path(__file__).resolve().parents[1]))``).
+so importing any of them is cheap. The package is installed (editable) by ``make setup``, so
+scripts, benchmarks and tests import it as is; ``on_sys_path`` is the one place that changes
+``sys.path``, for the folders that are not installed (the runtime, an app's ``src/``, a
+checkout of upstream XMem).
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 ``bake(folder, answers)`` renders the template into ``folder`` with the given answers (the
 defaults of ``cookiecutter.json`` otherwise; an unknown answer is refused, a typo would be
-ignored by cookiecutter) and returns an ``App``. ``App`` is any servable app folder, a bake
-or a copy of ``reference_xmem``: its ``src/``, its package, its settings.
+ignored by cookiecutter) and returns an ``App``. It is the repository's one way to render
+the template: the tests' ``bake`` fixture, the reference apps' rendering
+(``repo_tools.reference``), the scripts and the benchmarks all call it. ``App`` is any
+servable app folder, a bake or a copy of ``reference_xmem``: its ``src/``, its package, its
+settings.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from dataclasses import replace as with_fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -52,6 +56,9 @@ class App:
 
     root: Path
     package: str
+    # What cookiecutter rendered with (private keys such as ``__package_name`` included);
+    # known for a bake only.
+    context: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def at(cls, root: Path, package: str | None = None) -> App:
@@ -108,6 +115,20 @@ def quiet_stdout() -> Iterator[None]:
             os.close(saved)
 
 
+def isolated_config(folder: Path) -> Path:
+    """A cookiecutter config in ``folder``: a bake reads no user ``~/.cookiecutterrc`` (its
+    ``default_context`` would change the answers) and writes its replay there, not in
+    ``~/.cookiecutter_replay``."""
+    config = folder / "cookiecutter.yaml"
+    config.write_text(
+        f"cookiecutters_dir: {json.dumps(str(folder / 'templates'))}\n"
+        f"replay_dir: {json.dumps(str(folder / 'replay'))}\n"
+        "default_context: {}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
 def bake(
     output_dir: Path,
     answers: Mapping[str, Any] | None = None,
@@ -130,28 +151,33 @@ def bake(
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    def render(into: Path) -> Path:
-        with quiet_stdout() if quiet else contextlib.nullcontext():
-            return Path(
-                cookiecutter(
+    def render(into: Path) -> tuple[Path, dict[str, Any]]:
+        with tempfile.TemporaryDirectory(prefix="cookiecutter-config-") as config_dir:
+            config = isolated_config(Path(config_dir))
+            with quiet_stdout() if quiet else contextlib.nullcontext():
+                path = cookiecutter(
                     str(template),
                     no_input=True,
                     extra_context=answers or None,
                     output_dir=str(into),
+                    config_file=str(config),
                 )
-            )
+            (replay,) = (Path(config_dir) / "replay").glob("*.json")
+            context = json.loads(replay.read_text(encoding="utf-8"))["cookiecutter"]
+        return Path(path), context
 
     if not replace:
-        return App.at(render(output_dir))
+        path, context = render(output_dir)
+        return with_fields(App.at(path), context=context)
     with tempfile.TemporaryDirectory(prefix=".bake-", dir=output_dir) as tmp:
-        fresh = render(Path(tmp))
+        fresh, context = render(Path(tmp))
         target = output_dir / fresh.name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         elif target.exists() or target.is_symlink():
             target.unlink()
         fresh.rename(target)
-    return App.at(target)
+    return with_fields(App.at(target), context=context)
 
 
 __all__ = [
@@ -162,6 +188,7 @@ __all__ = [
     "UnknownAnswerError",
     "bake",
     "check_answers",
+    "isolated_config",
     "package_name",
     "quiet_stdout",
 ]

@@ -3,9 +3,10 @@
 ``serve_env`` is the environment of ``uvicorn main:model.app`` outside a Supervisely
 session: development mode, the model on the CPU, the allocator setting of the image, and
 either placeholder platform credentials (nothing is contacted: ``/track-api-files`` needs no
-platform) or those of a ``PlatformStandIn`` (the labeling tool's endpoints call it).
-``served`` runs the server (``sly_vos.testing.server.Server``: a subprocess on a free port,
-ready when ``/is_ready`` answers) for a ``with`` block.
+platform) or those of a ``PlatformStandIn`` (the labeling tool's endpoints call it). It is
+built by the runtime's ``sly_vos.testing.server.serving_env``, as the apps' ``server_env``
+fixture is: one builder. ``served`` runs the server (``sly_vos.testing.server.Server``: a
+subprocess on a free port, ready when ``/is_ready`` answers) for a ``with`` block.
 """
 
 from __future__ import annotations
@@ -39,38 +40,32 @@ def serve_env(
     base: Mapping[str, str] | None = None,
     **extra: str,
 ) -> dict[str, str]:
-    """The environment of ``app`` served on loopback; ``workdir`` gets its ``app_data`` and
-    ``model_dir`` folders.
+    """The environment of ``app`` served on loopback, built by the runtime's one builder
+    (``sly_vos.testing.server.serving_env``, which the apps' ``server_env`` fixture uses);
+    ``workdir`` gets its ``app_data`` and ``model_dir`` folders.
 
     ``platform``: a started ``PlatformStandIn`` (anything with ``url`` and ``token``) for
     ``SERVER_ADDRESS`` / ``API_TOKEN``; placeholders otherwise. ``weights``: a file for
     ``<PREFIX>_WEIGHTS``. ``device`` goes to ``<PREFIX>_DEVICE``. ``base`` (default: this
-    process's environment, without pytest's and the venv's variables) is copied, ``extra``
-    added last.
+    process's environment, without pytest's and the venv's variables, and without
+    ``PYTHONPATH``: the server imports from its own ``src/``) is copied, ``extra`` added last.
     """
-    settings = app.settings()
-    workdir = Path(workdir)
-    app_data, model_dir = workdir / "app_data", workdir / "model_dir"
-    app_data.mkdir(parents=True, exist_ok=True)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    settings = app.settings()  # puts the app's src/ (and its runtime copy) on the path
+    from sly_vos.testing.server import serving_env
+
     source = os.environ if base is None else base
-    env = {k: v for k, v in source.items() if not k.startswith(("PYTEST_", "VIRTUAL_ENV"))}
-    env.pop("PYTHONPATH", None)  # the server imports from its own src/ (--app-dir)
-    env.update(
-        SLY_APP_DATA_DIR=str(app_data),
-        SERVER_ADDRESS=platform.url if platform is not None else PLACEHOLDER_ADDRESS,
-        API_TOKEN=platform.token if platform is not None else PLACEHOLDER_TOKEN,
-        MALLOC_ARENA_MAX="2",  # as in the image (docker/Dockerfile)
-        SUPERVISELY_SKIP_HTTPS_USER_HELPER_CHECK="1",
-        PYTHONUNBUFFERED="1",
-        PYTHONDONTWRITEBYTECODE="1",
+    kept = {k: v for k, v in source.items() if not k.startswith(("PYTEST_", "VIRTUAL_ENV"))}
+    kept.pop("PYTHONPATH", None)
+    return serving_env(
+        settings,
+        workdir,
+        server_address=platform.url if platform is not None else PLACEHOLDER_ADDRESS,
+        api_token=platform.token if platform is not None else PLACEHOLDER_TOKEN,
+        weights=weights,
+        device=device,
+        base=kept,
+        **extra,
     )
-    env[settings.model_dir_env] = str(model_dir)
-    env[settings.device_env] = device
-    if weights is not None:
-        env[settings.weights_env] = str(weights)
-    env.update(extra)
-    return env
 
 
 @contextlib.contextmanager

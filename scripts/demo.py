@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repo_tools import REPO_ROOT, repo_relative  # noqa: E402
-from repo_tools.baking import App, bake  # noqa: E402
-from repo_tools.serving import serve_env, served  # noqa: E402
+from repo_tools import REPO_ROOT, repo_relative
+from repo_tools.baking import App, bake
+from repo_tools.serving import serve_env, served
 
 
 @dataclass

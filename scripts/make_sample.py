@@ -13,12 +13,9 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "runtime"))
+from repo_tools import TEMPLATE_APP_DIR, runtime_on_path
 
-from sly_vos.dev.synthetic import SAMPLE_CLIPS, write_sample  # noqa: E402
-
-APP = ROOT / "{{cookiecutter.app_slug}}"
+APP = TEMPLATE_APP_DIR
 README = """# Bundled sample
 
 Three synthetic clips in the DAVIS layout (`JPEGImages/<video>/00000.jpg`, JPEG quality 95;
@@ -36,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=APP / "sample", help="sample folder")
     args = parser.parse_args(argv)
+    runtime_on_path()
+    from sly_vos.dev.synthetic import SAMPLE_CLIPS, write_sample
+
     for sub in ("JPEGImages", "Annotations"):
         shutil.rmtree(args.out / sub, ignore_errors=True)
     write_sample(args.out)

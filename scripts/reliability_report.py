@@ -30,10 +30,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repo_tools import REPO_ROOT, RUNTIME_DIR, repo_relative  # noqa: E402
-from repo_tools.baking import bake  # noqa: E402
-from repo_tools.machine import machine_line, now_iso  # noqa: E402
+from repo_tools import REPO_ROOT, RUNTIME_DIR, repo_relative
+from repo_tools.baking import bake
+from repo_tools.machine import machine_line, now_iso
 
 REPORT = REPO_ROOT / "docs" / "RELIABILITY.md"
 RAW_NAME = "reliability.json"  # beside the report

@@ -1,7 +1,8 @@
 """The baked-project helper, the named option combinations and the answer-key guard.
 
-The answers and their guard are the repository's (``repo_tools.baking``, which the scripts
-and benchmarks bake with); this module keeps the names the tests import.
+The answers, their guard and the bake itself are the repository's (``repo_tools.baking``,
+which the ``bake`` fixture, the scripts and the benchmarks bake with); this module keeps the
+names the tests import.
 """
 
 from __future__ import annotations

@@ -7,21 +7,26 @@ from typing import Any
 
 import pytest
 
-from tests.baking import REPO_ROOT, BakedProject, check_known_keys
+from repo_tools import baking
+from tests.baking import BakedProject, check_known_keys
 
 
 @pytest.fixture
-def bake(cookies) -> Callable[..., BakedProject]:
-    """Bake the template with answers; unknown answer keys are refused, not ignored."""
+def bake(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., BakedProject]:
+    """Bake the template with answers, the repository's one way (``repo_tools.baking.bake``),
+    each bake in a fresh folder. Unknown answer keys are refused, not ignored; a bake that
+    fails is returned with its exception (``project.ok`` is false), for the test to report."""
 
-    def _bake(**extra_context: Any) -> BakedProject:
-        check_known_keys(extra_context)
-        result = cookies.bake(extra_context=extra_context, template=str(REPO_ROOT))
-        return BakedProject(
-            exit_code=result.exit_code,
-            exception=result.exception,
-            path=result.project_path,
-            context=dict(result.context) if result.context else None,
-        )
+    def _bake(**answers: Any) -> BakedProject:
+        check_known_keys(answers)
+        output_dir = tmp_path_factory.mktemp("bake")
+        try:
+            app = baking.bake(output_dir, answers)
+        except SystemExit as exc:  # a hook's exit
+            code = exc.code if isinstance(exc.code, int) else 1
+            return BakedProject(code, exc if code else None, None, None)
+        except Exception as exc:
+            return BakedProject(-1, exc, None, None)
+        return BakedProject(0, None, app.root, dict(app.context or {}))
 
     return _bake

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from cookiecutter.exceptions import FailedHookException, UndefinedVariableInTemplate
-from cookiecutter.main import cookiecutter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jinja2.exceptions import SecurityError, TemplateError
 
-from tests.baking import REPO_ROOT, parse_structured_files
+from repo_tools.baking import bake
+from tests.baking import parse_structured_files
 from tests.settings_file import settings_literals
 
 FREE_TEXT = ("model_name", "app_name", "description", "author")
@@ -66,11 +66,7 @@ def test_any_free_text_answer_is_safe(field: str, value: str) -> None:
         workdir = Path(tmp)
         out = workdir / "out"
         try:
-            app = Path(
-                cookiecutter(
-                    str(REPO_ROOT), no_input=True, extra_context={field: value}, output_dir=str(out)
-                )
-            )
+            app = bake(out, {field: value}).root
         except FailedHookException:
             # The pre-gen hook refused it (its one-line message is tested in test_hooks.py);
             # nothing may be left behind.

@@ -33,8 +33,9 @@ from typing import Any, NoReturn
 
 import pytest
 import requests
-from cookiecutter.main import cookiecutter
 
+from repo_tools import runtime_on_path
+from repo_tools.baking import bake
 from tests import container
 from tests.container import AppContainer, ContainerNotReady, ContainerUnavailable
 
@@ -42,7 +43,6 @@ pytestmark = [pytest.mark.container, pytest.mark.timeout(2400)]
 
 TEMPLATE_ROOT = Path(os.environ.get("SLY_VOS_TEMPLATE_ROOT") or container.REPO_ROOT)
 REFERENCE_DIR = Path(os.environ.get("SLY_VOS_REFERENCE_DIR") or TEMPLATE_ROOT / "reference_xmem")
-RUNTIME_DIR = container.REPO_ROOT / "runtime"
 DEFAULT_TAG = "sly-vos-test/default-bake:latest"
 NO_LIBMAGIC_TAG = "sly-vos-test/no-libmagic:latest"
 REFERENCE_TAG = "sly-vos-test/reference-xmem:latest"
@@ -64,14 +64,19 @@ def unavailable(what: str, reason: str) -> NoReturn:
     pytest.skip(f"{what} unavailable: {reason}")
 
 
+def importing_from(src: Path) -> dict[str, str]:
+    """This environment with an app's ``src/`` as ``PYTHONPATH``, for a helper subprocess
+    that imports the app's package (and its copy of the runtime)."""
+    return {**os.environ, "PYTHONPATH": str(src)}
+
+
 # --- fixtures -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def dev() -> SimpleNamespace:
     """The repository's own client and synthetic clips (``runtime/sly_vos/dev``)."""
-    if str(RUNTIME_DIR) not in sys.path:
-        sys.path.insert(0, str(RUNTIME_DIR))
+    runtime_on_path()
     from sly_vos.dev import client, synthetic
 
     return SimpleNamespace(client=client, synthetic=synthetic)
@@ -160,12 +165,9 @@ def readme_builds_with_the_dockerfile(app_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def default_app(tmp_path_factory) -> Path:
-    """The default bake (``cookiecutter --no-input``), a git repository; built in place."""
-    project = Path(
-        cookiecutter(
-            str(TEMPLATE_ROOT), no_input=True, output_dir=str(tmp_path_factory.mktemp("bake"))
-        )
-    )
+    """The default bake (the defaults, as ``cookiecutter --no-input`` takes them), a git
+    repository; built in place."""
+    project = bake(tmp_path_factory.mktemp("bake"), template=TEMPLATE_ROOT).root
     readme_builds_with_the_dockerfile(project)
     return git_checkout(project)
 
@@ -205,12 +207,10 @@ def recipe_weights(engine: container.Engine) -> Path:
     path = container.cache_dir() / "recipe-weights" / key / "XMem.pth"
     if not path.is_file():
         partial = path.with_name("partial") / "XMem.pth"
-        code = (
-            "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from xmem.recipe import write_recipe_weights; write_recipe_weights(sys.argv[2])"
-        )
+        code = "import sys; from xmem.recipe import write_recipe_weights as w; w(sys.argv[1])"
         subprocess.run(
-            [sys.executable, "-c", code, str(REFERENCE_DIR / "src"), str(partial)],
+            [sys.executable, "-c", code, str(partial)],
+            env=importing_from(REFERENCE_DIR / "src"),
             check=True,
             timeout=600,
         )
@@ -265,12 +265,11 @@ def sam2_weights(engine: container.Engine) -> Path:
     key = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
     parent = container.cache_dir() / "sam2-random" / key
     code = (
-        "import sys, pathlib; sys.path.insert(0, sys.argv[1]); "
-        "from serve_sam2.model import make_test_weights; "
-        "print(make_test_weights(pathlib.Path(sys.argv[2])))"
+        "import sys, pathlib; from serve_sam2.model import make_test_weights; "
+        "print(make_test_weights(pathlib.Path(sys.argv[1])))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(SAM2_DIR / "src"), str(parent)],
+        [sys.executable, "-c", code, str(parent)], env=importing_from(SAM2_DIR / "src"),
         check=True, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     return Path(done.stdout.strip().splitlines()[-1])
@@ -279,8 +278,7 @@ def sam2_weights(engine: container.Engine) -> Path:
 @pytest.fixture(scope="module")
 def hub_endpoint(sam2_weights: Path) -> Iterator[str]:
     """A loopback Hub stand-in (``sly_vos.testing.hub``) serving the random weights."""
-    if str(RUNTIME_DIR) not in sys.path:
-        sys.path.insert(0, str(RUNTIME_DIR))
+    runtime_on_path()
     from sly_vos.testing.hub import HubStandIn
 
     files = {name: sam2_weights / name for name in ("config.json", "model.safetensors")}
@@ -337,8 +335,7 @@ def track_async_against_platform_stand_in(
     stand-in (127.0.0.1: the container shares the host's network), one figure per object,
     ``/track_async``, then ``/pop_tracking_results`` until the job is finished. Returns
     the pulled figures as ``{frame, objectId, geometryType, geometry}``."""
-    if str(RUNTIME_DIR) not in sys.path:
-        sys.path.insert(0, str(RUNTIME_DIR))
+    runtime_on_path()
     from supervisely.api.video.video_figure_api import FigureInfo
 
     from sly_vos.dev.client import bitmap_geometry

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import re
 
-from tests.baking import REPO_ROOT
-from tests.reference_instance import reference_answers
+from repo_tools import REPO_ROOT
+from repo_tools.reference import reference_answers
 
 
 def requirement_pins(text: str) -> dict[str, str]:

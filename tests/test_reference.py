@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.reference_instance import (
+from repo_tools import REPO_ROOT
+from repo_tools.reference import (
     REFERENCES,
-    REPO_ROOT,
     SAM2,
     XMEM,
     Reference,
@@ -33,7 +33,7 @@ def test_reference_is_the_rendered_template_plus_the_model(ref: Reference) -> No
         problems = differences(rendered, ref.root, ref)
     assert problems == [], (
         f"{ref.name}/ drifted from the template; run `make render-reference` "
-        "(or change the declared files in tests/reference_instance.py):\n" + "\n".join(problems)
+        "(or change the declared files in repo_tools/reference.py):\n" + "\n".join(problems)
     )
 
 

@@ -50,9 +50,9 @@ def fake_app_src(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (package / "__init__.py").write_text("")
     (package / "settings.py").write_text(textwrap.dedent(FAKE_SETTINGS))
     (package / "model.py").write_text(textwrap.dedent(FAKE_MODEL))
-    sys.path.insert(0, str(src))
-    yield src
-    sys.path.remove(str(src))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(src)
+        yield src
     for name in [m for m in sys.modules if m == "fakeapp" or m.startswith("fakeapp.")]:
         del sys.modules[name]
 

@@ -25,7 +25,6 @@ What the app's model can do is decided at run time, strictly:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from ..dev import synthetic
 from ..tracking import track_stream
 from ..transport import HttpPolicy
 from .platform import PlatformStandIn
-from .server import Server, error_of, free_port
+from .server import Server, error_of, free_port, serving_env
 
 SUITES_DIR = Path(__file__).parent / "suites"  # unresolved: a linked runtime keeps app paths
 PLUGIN = __name__
@@ -214,25 +213,17 @@ def server_env(
     platform_policy: HttpPolicy,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
-    """Environment for ``uvicorn main:model.app``: development mode, the model on the CPU,
-    test weights, the platform stand-in as SERVER_ADDRESS with short platform timeouts."""
-    settings = app_spec.settings
-    env = dict(os.environ)
-    env.update(
-        SLY_APP_DATA_DIR=str(tmp_path_factory.mktemp("app_data")),
-        SERVER_ADDRESS=platform.url,
-        API_TOKEN=platform.token,
-        PYTHONUNBUFFERED="1",
-        MALLOC_ARENA_MAX="2",  # as in the image (docker/Dockerfile)
-        SUPERVISELY_SKIP_HTTPS_USER_HELPER_CHECK="1",
+    """Environment for ``uvicorn main:model.app`` (``serving_env``): development mode, the
+    model on the CPU, test weights, the platform stand-in as SERVER_ADDRESS with short
+    platform timeouts."""
+    return serving_env(
+        app_spec.settings,
+        tmp_path_factory.mktemp("served"),
+        server_address=platform.url,
+        api_token=platform.token,
+        weights=test_weights,
         **platform_policy.env(),
     )
-    env[settings.model_dir_env] = str(tmp_path_factory.mktemp("model_dir"))
-    env[settings.device_env] = "cpu"
-    env.pop(settings.checkpoint_env, None)  # the declared default, if any
-    if test_weights is not None:
-        env[settings.weights_env] = str(test_weights)
-    return env
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,47 @@ def error_of(response: requests.Response) -> dict[str, Any]:
     if not isinstance(detail, dict) or "error" not in detail or "field" not in detail:
         raise AssertionError(f"not a JSON error answer: {response.status_code} {body!r:.300}")
     return detail
+
+
+def serving_env(
+    settings: Any,
+    workdir: Path,
+    *,
+    server_address: str,
+    api_token: str,
+    weights: Path | None = None,
+    device: str = "cpu",
+    base: Mapping[str, str] | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of ``uvicorn main:model.app`` outside a Supervisely session, the one
+    builder of it (the ``server_env`` fixture and the template repository's tools use it).
+
+    Development mode with ``server_address`` / ``api_token`` as the platform, ``workdir``'s
+    ``app_data`` and ``model_dir`` folders, the model on ``device``, the allocator setting of
+    the image; ``weights`` for the app's ``<PREFIX>_WEIGHTS``; the app's default checkpoint
+    (``<PREFIX>_CHECKPOINT`` unset). ``settings`` is the app's ``AppSettings``; ``base``
+    (default: this process's environment) is copied, ``extra`` added last."""
+    app_data, model_dir = Path(workdir) / "app_data", Path(workdir) / "model_dir"
+    app_data.mkdir(parents=True, exist_ok=True)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ if base is None else base)
+    env.update(
+        SLY_APP_DATA_DIR=str(app_data),
+        SERVER_ADDRESS=server_address,
+        API_TOKEN=api_token,
+        PYTHONUNBUFFERED="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        MALLOC_ARENA_MAX="2",  # as in the image (docker/Dockerfile)
+        SUPERVISELY_SKIP_HTTPS_USER_HELPER_CHECK="1",
+    )
+    env[settings.model_dir_env] = str(model_dir)
+    env[settings.device_env] = device
+    env.pop(settings.checkpoint_env, None)  # the declared default, if any
+    if weights is not None:
+        env[settings.weights_env] = str(weights)
+    env.update(extra)
+    return env
 
 
 def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> None:

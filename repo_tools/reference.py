@@ -3,13 +3,16 @@
 There are two: ``reference_xmem/`` (our own XMem package) and ``reference_sam2/`` (SAM 2.1
 on transformers). Each one's ``.cruft.json`` holds the answers (the same record every
 generated app keeps; only its answers are compared, its template URL and commit say where an
-app came from). Rendering them must give every file of the reference byte for byte, except
-the files its ``Reference`` declares below: the template files the model fills in, and the
-model's own files.
+app came from). Rendering them (``repo_tools.baking.bake``, the one way the repository renders
+the template) must give every file of the reference byte for byte, except the files its
+``Reference`` declares below: the template files the model fills in, and the model's own files.
 The vendored runtime ``src/sly_vos`` is a real copy, as in every generated app (the folder is
 a Docker build context and may be copied or pushed on its own): it must equal
 ``runtime/sly_vos`` byte for byte, and its ``VENDORED.json`` the record a render writes, but
 for where it came from (the reference's own ``.cruft.json`` says that).
+
+Here, not in ``tests/``, because ``scripts/render_reference.py`` syncs the references with it
+and the reference test checks them with it.
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cookiecutter.main import cookiecutter
+from . import REPO_ROOT, RUNTIME_DIR
+from .baking import RECORD, bake
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RUNTIME_DIR = REPO_ROOT / "runtime" / "sly_vos"
-VENDORED = "src/sly_vos"  # a verbatim copy of RUNTIME_DIR
+RUNTIME_PACKAGE = RUNTIME_DIR / "sly_vos"
+VENDORED = "src/sly_vos"  # a verbatim copy of RUNTIME_PACKAGE
 VENDORED_RECORD = "VENDORED.json"  # written by the post-gen hook
-RECORD = ".cruft.json"  # compared by its answers only
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,6 @@ SAM2 = Reference(
     added=("tests/test_sam2_*.py", "tests/sam2_*.py", "SAM2.md"),
 )
 REFERENCES: tuple[Reference, ...] = (XMEM, SAM2)
-# Kept for the XMem-only helpers of repo_tools and older callers.
-REFERENCE_DIR = XMEM.root
-FILLED_IN = XMEM.filled_in
-ADDED = XMEM.added
 # Never compared: caches and local state.
 IGNORED: tuple[str, ...] = (
     f"{VENDORED}/*",  # checked on its own (see vendored_problems)
@@ -77,28 +76,22 @@ IGNORED: tuple[str, ...] = (
 )
 
 
-def reference_answers(reference_dir: Path = REFERENCE_DIR) -> dict:
-    record = json.loads((reference_dir / ".cruft.json").read_text("utf-8"))
+def reference_answers(reference_dir: Path = XMEM.root) -> dict[str, Any]:
+    """The answers a reference app (or any generated app) recorded in its ``.cruft.json``."""
+    record = json.loads((reference_dir / RECORD).read_text("utf-8"))
     return record["context"]["cookiecutter"]
 
 
-def render(answers: dict, output_dir: Path, template: Path = REPO_ROOT) -> Path:
+def render(answers: dict[str, Any], output_dir: Path, template: Path = REPO_ROOT) -> Path:
     """Render the template with ``answers`` into ``output_dir``; returns the app folder."""
-    return Path(
-        cookiecutter(
-            str(template),
-            no_input=True,
-            extra_context=answers,
-            output_dir=str(output_dir),
-            overwrite_if_exists=False,
-        )
-    )
+    return bake(output_dir, answers, template=template).root
 
 
 @contextmanager
 def rendered_reference(
-    template: Path = REPO_ROOT, reference_dir: Path = REFERENCE_DIR
+    template: Path = REPO_ROOT, reference_dir: Path = XMEM.root
 ) -> Iterator[Path]:
+    """The template rendered with a reference's answers, in a folder removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="render-reference-") as tmp:
         yield render(reference_answers(reference_dir), Path(tmp), template)
 
@@ -119,7 +112,7 @@ def _runtime_files(root: Path) -> set[str]:
     return files_of(root, ("*__pycache__*", "*.pyc", VENDORED_RECORD))
 
 
-def vendored_record(rendered: Path, reference: Path) -> dict:
+def vendored_record(rendered: Path, reference: Path) -> dict[str, Any]:
     """The rendered ``VENDORED.json``, sourced as the reference's ``.cruft.json`` says (a
     render records this machine's checkout and commit, the reference its published URL)."""
     record = json.loads((rendered / VENDORED / VENDORED_RECORD).read_text("utf-8"))
@@ -133,11 +126,11 @@ def vendored_problems(rendered: Path, reference: Path) -> list[str]:
     copy = reference / VENDORED
     if copy.is_symlink() or not copy.is_dir():
         return [f"{VENDORED} must be a real copy of runtime/sly_vos (make render-reference)"]
-    source_files, copied = _runtime_files(RUNTIME_DIR), _runtime_files(copy)
+    source_files, copied = _runtime_files(RUNTIME_PACKAGE), _runtime_files(copy)
     problems = [f"not vendored: {VENDORED}/{name}" for name in sorted(source_files - copied)]
     problems += [f"not in the runtime: {VENDORED}/{name}" for name in sorted(copied - source_files)]
     for name in sorted(source_files & copied):
-        if not filecmp.cmp(RUNTIME_DIR / name, copy / name, shallow=False):
+        if not filecmp.cmp(RUNTIME_PACKAGE / name, copy / name, shallow=False):
             problems.append(f"vendored copy differs: {VENDORED}/{name}")
     record = copy / VENDORED_RECORD
     if not record.is_file():
@@ -186,9 +179,8 @@ def sync_runtime(rendered: Path, reference: Path) -> list[str]:
         copy.unlink()
     elif copy.is_dir():
         shutil.rmtree(copy)
-    shutil.copytree(
-        RUNTIME_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", VENDORED_RECORD)
-    )
+    ignored = shutil.ignore_patterns("__pycache__", "*.pyc", VENDORED_RECORD)
+    shutil.copytree(RUNTIME_PACKAGE, copy, ignore=ignored)
     (copy / VENDORED_RECORD).write_text(text, encoding="utf-8")
     return [f"copied runtime/sly_vos to {VENDORED}"]
 
@@ -211,3 +203,17 @@ def sync(rendered: Path, reference: Path, spec: Reference = XMEM) -> list[str]:
             (reference / relative).unlink()
             changed.append(f"removed {relative}")
     return changed
+
+
+__all__ = [
+    "REFERENCES",
+    "SAM2",
+    "VENDORED",
+    "XMEM",
+    "Reference",
+    "differences",
+    "reference_answers",
+    "render",
+    "rendered_reference",
+    "sync",
+]
