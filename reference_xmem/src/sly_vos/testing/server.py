@@ -240,13 +240,6 @@ def serving_env(
     return env
 
 
-def env_with(base: dict[str, str], **extra: str) -> dict[str, str]:
-    """``base`` plus ``extra`` (a copy; the server environment stays untouched)."""
-    env = dict(base)
-    env.update(extra)
-    return env
-
-
 def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
