@@ -19,8 +19,13 @@ from jinja2.sandbox import SandboxedEnvironment, safe_range
 
 
 def py_str(value: object) -> str:
-    """A Python string literal that evaluates to ``str(value)`` exactly."""
-    return repr(str(value))
+    """A Python string literal that evaluates to ``str(value)`` exactly, quoted as
+    ``ruff format`` would quote it (double quotes unless single ones need fewer escapes), so a
+    generated app is formatted whatever its answers. Each character is escaped as ``repr``
+    escapes it (control characters, lone surrogates), the chosen quote by a backslash."""
+    text = str(value)
+    quote = "'" if text.count('"') > text.count("'") else '"'
+    return quote + "".join("\\" + c if c == quote else repr(c)[1:-1] for c in text) + quote
 
 
 def toml_str(value: object) -> str:

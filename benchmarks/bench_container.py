@@ -38,18 +38,27 @@ def render(data: dict[str, Any]) -> str:
         if not image:
             continue
         cold, last = image.get("cold_build", {}), image.get("last_build", {})
-        rows.append([
-            title,
-            B.fmt(cold.get("build_s")),
-            B.fmt(last.get("build_s"), 2),
-            B.fmt(cold.get("size_gb") or last.get("size_gb"), 2),
-            B.fmt(image.get("ready_s")),
-            B.fmt(image.get("mean_j"), 3) if "mean_j" in image else "—",
-            B.fmt(image.get("track_async_mean_j"), 3) if "track_async_mean_j" in image else "—",
-        ])
+        rows.append(
+            [
+                title,
+                B.fmt(cold.get("build_s")),
+                B.fmt(last.get("build_s"), 2),
+                B.fmt(cold.get("size_gb") or last.get("size_gb"), 2),
+                B.fmt(image.get("ready_s")),
+                B.fmt(image.get("mean_j"), 3) if "mean_j" in image else "—",
+                B.fmt(image.get("track_async_mean_j"), 3) if "track_async_mean_j" in image else "—",
+            ]
+        )
     table = B.markdown_table(
-        ["image", "cold build s", "cached build s", "size GB", "docker run to /is_ready s",
-         "/track-api-files mean J", "/track_async mean J"],
+        [
+            "image",
+            "cold build s",
+            "cached build s",
+            "size GB",
+            "docker run to /is_ready s",
+            "/track-api-files mean J",
+            "/track_async mean J",
+        ],
         rows,
     )
     setup = data.get("setup", {})

@@ -67,8 +67,13 @@ def make_video(plan: Plan) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
     count = max(plan.lengths) + 1
     scale = plan.render_scale
-    clip = synthetic.make_clip(num_frames=count, height=round(plan.height / scale),
-                               width=round(plan.width / scale), ids=IDS, seed=plan.seed)
+    clip = synthetic.make_clip(
+        num_frames=count,
+        height=round(plan.height / scale),
+        width=round(plan.width / scale),
+        ids=IDS,
+        seed=plan.seed,
+    )
     if scale == 1:
         return clip.frames, clip.masks
     size = (plan.width, plan.height)
@@ -82,8 +87,9 @@ def draw_figures(stand_in: Any, video_id: int, first_mask: np.ndarray) -> list[i
     from sly_vos.dev.client import bitmap_geometry
 
     return [
-        stand_in.add_figure(video_id, object_id, 0, "bitmap",
-                            bitmap_geometry(first_mask == obj_id)["data"])
+        stand_in.add_figure(
+            video_id, object_id, 0, "bitmap", bitmap_geometry(first_mask == obj_id)["data"]
+        )
         for obj_id, object_id in zip(IDS, OBJECT_IDS, strict=True)
     ]
 
@@ -104,8 +110,7 @@ class RssTrace:
         self.samples: list[tuple[float, int]] = []
 
     def _sample(self) -> None:
-        self.samples.append((time.monotonic() - self.began,
-                             int(self._process.memory_info().rss)))
+        self.samples.append((time.monotonic() - self.began, int(self._process.memory_info().rss)))
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_S):
@@ -137,8 +142,9 @@ def settled_rss(server: Any) -> int:
     return value
 
 
-def track_async(server: Any, stand_in: Any, video_id: int, figure_ids: list[int],
-                frames: int, track_id: str) -> dict[str, Any]:
+def track_async(
+    server: Any, stand_in: Any, video_id: int, figure_ids: list[int], frames: int, track_id: str
+) -> dict[str, Any]:
     """One ``/track_async`` request pulled to its end: every pull's time, progress, answer
     size and results (the raw ``FigureInfo`` lists)."""
     context = {
@@ -160,16 +166,25 @@ def track_async(server: Any, stand_in: Any, video_id: int, figure_ids: list[int]
     while True:
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {uuid} did not finish in {deadline - began:.0f} s")
-        response = server.post("/pop_tracking_results",
-                               json={"context": {"inference_request_uuid": uuid}, **creds},
-                               timeout=60)
+        response = server.post(
+            "/pop_tracking_results",
+            json={"context": {"inference_request_uuid": uuid}, **creds},
+            timeout=60,
+        )
         if response.status_code != 200:
-            raise RuntimeError(f"/pop_tracking_results: HTTP {response.status_code}: "
-                               f"{response.text[:500]}")
+            raise RuntimeError(
+                f"/pop_tracking_results: HTTP {response.status_code}: {response.text[:500]}"
+            )
         body = response.json()
         results += body["pending_results"]
-        pulls.append({"t": time.monotonic() - began, "current": body["progress"]["current"],
-                      "results": len(body["pending_results"]), "bytes": len(response.content)})
+        pulls.append(
+            {
+                "t": time.monotonic() - began,
+                "current": body["progress"]["current"],
+                "results": len(body["pending_results"]),
+                "bytes": len(response.content),
+            }
+        )
         if body.get("exception"):
             raise RuntimeError(f"job {uuid} failed: {body['exception']}")
         if body["finished"] and not body["pending_results"]:
@@ -178,15 +193,15 @@ def track_async(server: Any, stand_in: Any, video_id: int, figure_ids: list[int]
     wall = time.monotonic() - began
     if body["stage"] != "Finished" or body["progress"]["current"] != frames:
         raise RuntimeError(f"job {uuid} ended {body['stage']} at {body['progress']}")
-    return {"uuid": uuid, "wall_s": wall, "pulls": pulls, "results": results,
-            "began": began}
+    return {"uuid": uuid, "wall_s": wall, "pulls": pulls, "results": results, "began": began}
 
 
 # ---------------------------------------------------------------- analysis
 
 
-def figure_masks(results: list[list[Any]], height: int, width: int
-                 ) -> dict[int, dict[int, np.ndarray]]:
+def figure_masks(
+    results: list[list[Any]], height: int, width: int
+) -> dict[int, dict[int, np.ndarray]]:
     """``{frame: {objectId: mask}}`` of the pulled results (the SDK's ``FigureInfo``)."""
     from supervisely.api.video.video_figure_api import FigureInfo
 
@@ -195,16 +210,18 @@ def figure_masks(results: list[list[Any]], height: int, width: int
     out: dict[int, dict[int, np.ndarray]] = {}
     for raw in results:
         figure = dict(zip(FigureInfo._fields, raw, strict=True))
-        mask = geometry_mask({"type": figure["geometry_type"], "data": figure["geometry"]},
-                             height, width)
+        mask = geometry_mask(
+            {"type": figure["geometry_type"], "data": figure["geometry"]}, height, width
+        )
         per_frame = out.setdefault(int(figure["frame_index"]), {})
         object_id = int(figure["object_id"])
         per_frame[object_id] = per_frame.get(object_id, np.zeros_like(mask)) | mask
     return out
 
 
-def mean_j(found: dict[int, dict[int, np.ndarray]] | None, truth: list[np.ndarray],
-           frames: int) -> float:
+def mean_j(
+    found: dict[int, dict[int, np.ndarray]] | None, truth: list[np.ndarray], frames: int
+) -> float:
     """Mean IoU of the tracked figures against the ground truth over frames 1..``frames``;
     ``found=None`` scores copying frame 0's objects to every frame (no tracking at all)."""
     scores = []
@@ -220,8 +237,9 @@ def mean_j(found: dict[int, dict[int, np.ndarray]] | None, truth: list[np.ndarra
     return float(np.mean(scores))
 
 
-def progress_trace(samples: list[tuple[float, int]], pulls: list[dict[str, Any]],
-                   offset_s: float) -> list[tuple[float, int, int]]:
+def progress_trace(
+    samples: list[tuple[float, int]], pulls: list[dict[str, Any]], offset_s: float
+) -> list[tuple[float, int, int]]:
     """``(seconds, RSS, frames done)`` of every sample taken after the request was sent; a
     sample's frame count is the progress of the last pull before it (``offset_s``: the
     request's start on the sampler's clock)."""
@@ -235,8 +253,9 @@ def progress_trace(samples: list[tuple[float, int]], pulls: list[dict[str, Any]]
     return trace
 
 
-def rss_by_progress(trace: list[tuple[float, int, int]], frames: int
-                    ) -> tuple[list[float | None], float | None]:
+def rss_by_progress(
+    trace: list[tuple[float, int, int]], frames: int
+) -> tuple[list[float | None], float | None]:
     """Peak RSS in each quarter of the request's frames, and the RSS growth per frame: a
     least-squares line through the samples between half and 90% of the frames, RSS against
     frames done (the last tenth is left out: the job hands its memory back as it ends,
@@ -259,29 +278,42 @@ def rss_by_progress(trace: list[tuple[float, int, int]], frames: int
 # ---------------------------------------------------------------- one length
 
 
-def measure(app: App, plan: Plan, frames_list: list[np.ndarray], truth: list[np.ndarray],
-            length: int, work: Path) -> dict[str, Any]:
+def measure(
+    app: App,
+    plan: Plan,
+    frames_list: list[np.ndarray],
+    truth: list[np.ndarray],
+    length: int,
+    work: Path,
+) -> dict[str, Any]:
     """A fresh server and stand-in: warm-up request, idle RSS, the measured request."""
     from sly_vos.testing.platform import PlatformStandIn
 
     with PlatformStandIn() as stand_in:
-        video_id = stand_in.add_video(frames_list[: length + 1], truth[: length + 1],
-                                      name=f"long-{length}")
+        video_id = stand_in.add_video(
+            frames_list[: length + 1], truth[: length + 1], name=f"long-{length}"
+        )
         figure_ids = draw_figures(stand_in, video_id, truth[0])
-        env = serve_env(app, work / f"len-{length}", platform=stand_in,
-                        OMP_NUM_THREADS=str(machine.cpu_count()))
+        env = serve_env(
+            app, work / f"len-{length}", platform=stand_in, OMP_NUM_THREADS=str(machine.cpu_count())
+        )
         with served(app, env, work / f"server-{length}.log") as server:
             startup_s = server.startup_s
-            warm = track_async(server, stand_in, video_id, figure_ids, WARMUP_FRAMES,
-                               f"warm-up-{length}")
+            warm = track_async(
+                server, stand_in, video_id, figure_ids, WARMUP_FRAMES, f"warm-up-{length}"
+            )
             idle = settled_rss(server)
             with RssTrace(server.proc.pid) as trace:
-                job = track_async(server, stand_in, video_id, figure_ids, length,
-                                  f"measured-{length}")
+                job = track_async(
+                    server, stand_in, video_id, figure_ids, length, f"measured-{length}"
+                )
             after = settled_rss(server)
             alive = server.alive()
-        downloads = sum(1 for c in stand_in.calls_to("videos.download-frame")
-                        if isinstance(c.body, dict) and c.body.get("videoId") == video_id)
+        downloads = sum(
+            1
+            for c in stand_in.calls_to("videos.download-frame")
+            if isinstance(c.body, dict) and c.body.get("videoId") == video_id
+        )
     samples = progress_trace(trace.samples, job["pulls"], job["began"] - trace.began)
     quarters, slope = rss_by_progress(samples, length)
     found = figure_masks(job["results"], plan.height, plan.width)
@@ -317,12 +349,15 @@ def measure(app: App, plan: Plan, frames_list: list[np.ndarray], truth: list[np.
         "mean_j_copy_first": mean_j(None, truth, length),
         "server_alive": alive,
     }
-    print(f"  {length:>4} frames: peak − idle {B.mib(row['peak_over_idle']):.1f} MiB "
-          f"({row['peak_over_idle_frames']:.1f} frames), after − idle "
-          f"{B.mib(row['after_over_idle']):.1f} MiB, growth "
-          f"{B.fmt(None if slope is None else slope / 1024, 1)} KiB/frame, "
-          f"{row['s_per_frame']:.2f} s/frame, results {B.mib(pulled_bytes):.2f} MiB, "
-          f"J {row['mean_j']:.3f}", flush=True)
+    print(
+        f"  {length:>4} frames: peak − idle {B.mib(row['peak_over_idle']):.1f} MiB "
+        f"({row['peak_over_idle_frames']:.1f} frames), after − idle "
+        f"{B.mib(row['after_over_idle']):.1f} MiB, growth "
+        f"{B.fmt(None if slope is None else slope / 1024, 1)} KiB/frame, "
+        f"{row['s_per_frame']:.2f} s/frame, results {B.mib(pulled_bytes):.2f} MiB, "
+        f"J {row['mean_j']:.3f}",
+        flush=True,
+    )
     return row
 
 
@@ -333,35 +368,62 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         app = bake(tmp / "baked")  # the default answers: optical-flow starter
         app.on_path()  # the stand-in and the client helpers of its copy of the runtime
         gen_s, (frames_list, truth) = B.timed(lambda: make_video(plan))
-        print(f"  video: {len(frames_list)} frames of {plan.width}x{plan.height} in "
-              f"{gen_s:.1f} s", flush=True)
+        print(
+            f"  video: {len(frames_list)} frames of {plan.width}x{plan.height} in {gen_s:.1f} s",
+            flush=True,
+        )
         rows = [measure(app, plan, frames_list, truth, n, tmp) for n in plan.lengths]
-    return {"plan": asdict(plan), "generate_s": gen_s, "poll_s": POLL_S,
-            "sample_s": SAMPLE_S, "rows": sorted(rows, key=lambda r: r["frames"])}
+    return {
+        "plan": asdict(plan),
+        "generate_s": gen_s,
+        "poll_s": POLL_S,
+        "sample_s": SAMPLE_S,
+        "rows": sorted(rows, key=lambda r: r["frames"]),
+    }
 
 
 # ---------------------------------------------------------------- rendering
 
 
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    headers = ["frames tracked", "frame (HxW)", "idle RSS MiB", "peak − idle MiB",
-               "after − idle MiB", "RSS growth KiB/frame", "results pulled MiB", "figures",
-               "s/frame", "wall s", "J (sanity)", "J copying frame 0"]
+    headers = [
+        "frames tracked",
+        "frame (HxW)",
+        "idle RSS MiB",
+        "peak − idle MiB",
+        "after − idle MiB",
+        "RSS growth KiB/frame",
+        "results pulled MiB",
+        "figures",
+        "s/frame",
+        "wall s",
+        "J (sanity)",
+        "J copying frame 0",
+    ]
     rows = []
     for r in data["rows"]:
         slope = r["rss_slope_bytes_per_frame"]
-        rows.append([r["frames"], f"{r['height']}x{r['width']}", B.mib(r["idle_rss"]),
-                     B.mib(r["peak_over_idle"]), B.mib(r["after_over_idle"]),
-                     None if slope is None else slope / 1024,
-                     B.fmt(B.mib(r["results_bytes"]), 2), r["results"],
-                     B.fmt(r["s_per_frame"], 2), r["wall_s"], B.fmt(r["mean_j"], 3),
-                     B.fmt(r.get("mean_j_copy_first"), 3)])
+        rows.append(
+            [
+                r["frames"],
+                f"{r['height']}x{r['width']}",
+                B.mib(r["idle_rss"]),
+                B.mib(r["peak_over_idle"]),
+                B.mib(r["after_over_idle"]),
+                None if slope is None else slope / 1024,
+                B.fmt(B.mib(r["results_bytes"]), 2),
+                r["results"],
+                B.fmt(r["s_per_frame"], 2),
+                r["wall_s"],
+                B.fmt(r["mean_j"], 3),
+                B.fmt(r.get("mean_j_copy_first"), 3),
+            ]
+        )
     return headers, rows
 
 
 def quarter_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    headers = ["frames tracked", "peak RSS MiB, 1st quarter of the frames", "2nd", "3rd",
-               "4th"]
+    headers = ["frames tracked", "peak RSS MiB, 1st quarter of the frames", "2nd", "3rd", "4th"]
     rows = [[r["frames"], *[B.mib(q) for q in r["rss_quarters"]]] for r in data["rows"]]
     return headers, rows
 
@@ -375,19 +437,25 @@ def verdict(data: dict[str, Any]) -> str:
     results = long["results_bytes"] - short["results_bytes"]
     quarters = [q for q in long["rss_quarters"] if q is not None]
     after = " and ".join(f"{B.mib(r['after_over_idle']):+.1f}" for r in rows)
-    drift = (f" Within the {long['frames']}-frame request the peak RSS of the last quarter of "
-             f"its frames is {B.mib(quarters[-1] - quarters[0]):+.1f} MiB from the first "
-             "quarter's." if len(quarters) >= 2 else "")
-    return (f"The peak above idle is {B.mib(short['peak_over_idle']):.1f} MiB for "
-            f"{short['frames']} frames and {B.mib(long['peak_over_idle']):.1f} MiB for "
-            f"{long['frames']} ({B.mib(extra):+.1f} MiB, {extra / long['frame_bytes']:+.1f} "
-            f"decoded frames' worth, for {long['frames'] - short['frames']} more frames): "
-            "a working set that does not depend on the request's length (the model's buffers "
-            "and the frames in flight), not the request's frames, which would take "
-            f"{B.mib(long['frames'] * long['frame_bytes']):.0f} MiB decoded if they were "
-            f"held. The results grow by {B.mib(results):.2f} MiB; they leave the "
-            f"server with each pull (at most {long['max_results_per_pull']} figures waited "
-            f"for one).{drift} After the job the RSS is back to idle ({after} MiB from it).")
+    drift = (
+        f" Within the {long['frames']}-frame request the peak RSS of the last quarter of "
+        f"its frames is {B.mib(quarters[-1] - quarters[0]):+.1f} MiB from the first "
+        "quarter's."
+        if len(quarters) >= 2
+        else ""
+    )
+    return (
+        f"The peak above idle is {B.mib(short['peak_over_idle']):.1f} MiB for "
+        f"{short['frames']} frames and {B.mib(long['peak_over_idle']):.1f} MiB for "
+        f"{long['frames']} ({B.mib(extra):+.1f} MiB, {extra / long['frame_bytes']:+.1f} "
+        f"decoded frames' worth, for {long['frames'] - short['frames']} more frames): "
+        "a working set that does not depend on the request's length (the model's buffers "
+        "and the frames in flight), not the request's frames, which would take "
+        f"{B.mib(long['frames'] * long['frame_bytes']):.0f} MiB decoded if they were "
+        f"held. The results grow by {B.mib(results):.2f} MiB; they leave the "
+        f"server with each pull (at most {long['max_results_per_pull']} figures waited "
+        f"for one).{drift} After the job the RSS is back to idle ({after} MiB from it)."
+    )
 
 
 def print_tables(data: dict[str, Any]) -> None:
@@ -399,39 +467,44 @@ def print_tables(data: dict[str, Any]) -> None:
 def render(data: dict[str, Any]) -> str:
     plan = data["plan"]
     scale = plan["render_scale"]
-    made = (f"rendered at 1/{scale} size and upscaled with OpenCV (bilinear frames, nearest "
-            "masks)" if scale > 1 else "rendered at that size")
-    return "\n\n".join([
-        B.markdown_table(*table_rows(data)),
-        B.markdown_table(*quarter_rows(data)),
-        verdict(data),
-        "How measured: the app baked with the default answers (optical-flow starter) is "
-        "served by the real `uvicorn main:model.app` on 127.0.0.1 with a "
-        "`sly_vos.testing.platform.PlatformStandIn` (the platform's API on 127.0.0.1) as its "
-        "`SERVER_ADDRESS`/`API_TOKEN` (also sent in the requests, like the platform does), "
-        "`MALLOC_ARENA_MAX=2` as in the image. The stand-in holds one synthetic video "
-        f"(`synthetic.make_clip`, {len(IDS)} objects, seed {plan['seed']}, {made}; frames "
-        "served as JPEG quality 95) with one bitmap figure per object drawn on frame 0. "
-        "Each length gets a fresh server and stand-in: first a "
-        f"{WARMUP_FRAMES}-frame `/track_async` request (lazy allocations), then *idle RSS* "
-        f"(the lowest RSS over {SETTLE_S:.0f} s), then one `/track_async` request (context: "
-        "videoId, frameIndex 0, frames, trackId, figures = the stand-in's figure JSON) pulled "
-        f"with `/pop_tracking_results` every {data['poll_s']} s until finished, while a "
-        f"thread samples the server's RSS (psutil) every {data['sample_s']} s. *peak − idle* "
-        "is the largest sample above idle (a decoded frame is HxWx3 bytes); "
-        f"*after − idle* is the lowest RSS over {SETTLE_S:.0f} s after the job finished. "
-        "*RSS growth* is the slope of a least-squares line through the samples taken between "
-        "half and 90% of the frames (RSS against frames done, from the pulls' progress); the "
-        "second "
-        "table is the peak RSS in each quarter of the frames. *results pulled* is the bytes "
-        "of every `/pop_tracking_results` answer (*figures* of them); *s/frame* = wall time "
-        "from sending the request to the last pull / frames tracked (download, optical flow "
-        "at short side 360, geometry encoding, progress to the platform, the pulls). *J* "
-        "compares the pulled figures with the video's ground truth (a check that it tracked; "
-        "*J copying frame 0* is what not tracking at all scores). "
-        "Frames streaming through the server shows as a peak and a growth per frame that do "
-        "not rise with the length.",
-    ])
+    made = (
+        f"rendered at 1/{scale} size and upscaled with OpenCV (bilinear frames, nearest masks)"
+        if scale > 1
+        else "rendered at that size"
+    )
+    return "\n\n".join(
+        [
+            B.markdown_table(*table_rows(data)),
+            B.markdown_table(*quarter_rows(data)),
+            verdict(data),
+            "How measured: the app baked with the default answers (optical-flow starter) is "
+            "served by the real `uvicorn main:model.app` on 127.0.0.1 with a "
+            "`sly_vos.testing.platform.PlatformStandIn` (the platform's API on 127.0.0.1) as its "
+            "`SERVER_ADDRESS`/`API_TOKEN` (also sent in the requests, like the platform does), "
+            "`MALLOC_ARENA_MAX=2` as in the image. The stand-in holds one synthetic video "
+            f"(`synthetic.make_clip`, {len(IDS)} objects, seed {plan['seed']}, {made}; frames "
+            "served as JPEG quality 95) with one bitmap figure per object drawn on frame 0. "
+            "Each length gets a fresh server and stand-in: first a "
+            f"{WARMUP_FRAMES}-frame `/track_async` request (lazy allocations), then *idle RSS* "
+            f"(the lowest RSS over {SETTLE_S:.0f} s), then one `/track_async` request (context: "
+            "videoId, frameIndex 0, frames, trackId, figures = the stand-in's figure JSON) pulled "
+            f"with `/pop_tracking_results` every {data['poll_s']} s until finished, while a "
+            f"thread samples the server's RSS (psutil) every {data['sample_s']} s. *peak − idle* "
+            "is the largest sample above idle (a decoded frame is HxWx3 bytes); "
+            f"*after − idle* is the lowest RSS over {SETTLE_S:.0f} s after the job finished. "
+            "*RSS growth* is the slope of a least-squares line through the samples taken between "
+            "half and 90% of the frames (RSS against frames done, from the pulls' progress); the "
+            "second "
+            "table is the peak RSS in each quarter of the frames. *results pulled* is the bytes "
+            "of every `/pop_tracking_results` answer (*figures* of them); *s/frame* = wall time "
+            "from sending the request to the last pull / frames tracked (download, optical flow "
+            "at short side 360, geometry encoding, progress to the platform, the pulls). *J* "
+            "compares the pulled figures with the video's ground truth (a check that it tracked; "
+            "*J copying frame 0* is what not tracking at all scores). "
+            "Frames streaming through the server shows as a peak and a growth per frame that do "
+            "not rise with the length.",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,9 @@ def clip(plan: Plan, frames: int) -> tuple[list[np.ndarray], np.ndarray]:
 
     from sly_vos.dev import synthetic
 
-    small = synthetic.make_clip(num_frames=min(frames, 8), height=plan.height // 4,
-                                width=plan.width // 4, ids=IDS, seed=3)
+    small = synthetic.make_clip(
+        num_frames=min(frames, 8), height=plan.height // 4, width=plan.width // 4, ids=IDS, seed=3
+    )
     size = (plan.width, plan.height)
     images = [cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in small.frames]
     mask = cv2.resize(small.masks[0], size, interpolation=cv2.INTER_NEAREST)
@@ -118,22 +119,33 @@ def first_async_result(weights: Path, plan: Plan, work: Path) -> dict[str, Any]:
     with PlatformStandIn() as stand_in:
         video = stand_in.add_video(frames, truth, name="sam2")
         figures = draw_figures(stand_in, video, mask)
-        env = serve_env(app, work / "served", platform=stand_in, weights=weights,
-                        OMP_NUM_THREADS=str(machine.cpu_count()))
+        env = serve_env(
+            app,
+            work / "served",
+            platform=stand_in,
+            weights=weights,
+            OMP_NUM_THREADS=str(machine.cpu_count()),
+        )
         with served(app, env, work / "server.log") as server:
             job = track_async(server, stand_in, video, figures, plan.async_frames, "sam2")
             startup_s = server.startup_s
     first = next(p["t"] for p in job["pulls"] if p["results"])
-    return {"startup_s": startup_s, "first_result_s": first, "wall_s": job["wall_s"],
-            "frames": plan.async_frames}
+    return {
+        "startup_s": startup_s,
+        "first_result_s": first,
+        "wall_s": job["wall_s"],
+        "frames": plan.async_frames,
+    }
 
 
 def draw_figures(stand_in: Any, video: int, mask: np.ndarray) -> list[int]:
     """One bitmap figure per object on frame 0 (bench_protocol's helper draws 3 objects)."""
     from sly_vos.dev.client import bitmap_geometry
 
-    return [stand_in.add_figure(video, oid, 0, "bitmap", bitmap_geometry(mask == k)["data"])
-            for k, oid in zip(IDS, OBJECT_IDS, strict=True)]
+    return [
+        stand_in.add_figure(video, oid, 0, "bitmap", bitmap_geometry(mask == k)["data"])
+        for k, oid in zip(IDS, OBJECT_IDS, strict=True)
+    ]
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -144,8 +156,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = QUICK if args.quick else FULL
     if args.frames or args.memory_frames:  # a loaded machine: fewer frames, said in the JSON
-        plan = replace(plan, frames=args.frames or plan.frames,
-                       memory_frames=args.memory_frames or plan.memory_frames)
+        plan = replace(
+            plan,
+            frames=args.frames or plan.frames,
+            memory_frames=args.memory_frames or plan.memory_frames,
+        )
     on_sys_path(SAM2_DIR / "src", BENCH_DIR)  # serve_sam2 (and its runtime), bench_protocol
     from serve_sam2.model import small_config, write_random_weights
 
@@ -160,9 +175,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  memory at {plan.memory_size}, {plan.memory_frames} frames", flush=True)
         memory = track_run(small, plan, plan.memory_frames)
     info = machine.machine_info()
-    return {"plan": asdict(plan), "cpu": info["cpu_model"], "threads": machine.cpu_count(),
-            "load_average_after": info["load_average"], "tracker": tracker,
-            "served": served_run, "memory": memory}
+    return {
+        "plan": asdict(plan),
+        "cpu": info["cpu_model"],
+        "threads": machine.cpu_count(),
+        "load_average_after": info["load_average"],
+        "tracker": tracker,
+        "served": served_run,
+        "memory": memory,
+    }
 
 
 # ---------------------------------------------------------------- rendering
@@ -188,18 +209,28 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         [f"model load s (S={plan['image_size']})", B.fmt(tr["load_s"], 2)],
         [f"annotated frame ms ({frame}, S={plan['image_size']})", tr["seconds"][0] * 1000],
         ["tracked frame ms, frames 1-7 median", B.median(tr["seconds"][1:8]) * 1000],
-        [f"tracked frame ms, steady (median after frame {STEADY_AFTER})",
-         None if steady(tr["seconds"]) is None else steady(tr["seconds"]) * 1000],
+        [
+            f"tracked frame ms, steady (median after frame {STEADY_AFTER})",
+            None if steady(tr["seconds"]) is None else steady(tr["seconds"]) * 1000,
+        ],
         ["fps, steady", None if not steady(tr["seconds"]) else 1 / steady(tr["seconds"])],
-        [f"RSS MiB at S={plan['image_size']}: frame 1 / 8 / last ({len(tr['rss'])})",
-         " / ".join(B.fmt(B.mib(tr["rss"][i])) for i in (1, min(8, len(tr["rss"]) - 1), -1))],
+        [
+            f"RSS MiB at S={plan['image_size']}: frame 1 / 8 / last ({len(tr['rss'])})",
+            " / ".join(B.fmt(B.mib(tr["rss"][i])) for i in (1, min(8, len(tr["rss"]) - 1), -1)),
+        ],
         [f"server start s (uvicorn, S={plan['image_size']} weights)", B.fmt(srv["startup_s"], 1)],
-        [f"time to the first /track_async result s ({srv['frames']}-frame request)",
-         B.fmt(srv["first_result_s"], 2)],
-        [f"RSS MiB over {len(mem['rss'])} frames at S={plan['memory_size']}: peak",
-         B.mib(max(mem["rss"]))],
-        ["  at frame " + " / ".join(str(i) for i in marks(len(mem["rss"]))),
-         " / ".join(B.fmt(B.mib(mem["rss"][i])) for i in marks(len(mem["rss"])))],
+        [
+            f"time to the first /track_async result s ({srv['frames']}-frame request)",
+            B.fmt(srv["first_result_s"], 2),
+        ],
+        [
+            f"RSS MiB over {len(mem['rss'])} frames at S={plan['memory_size']}: peak",
+            B.mib(max(mem["rss"])),
+        ],
+        [
+            "  at frame " + " / ".join(str(i) for i in marks(len(mem["rss"]))),
+            " / ".join(B.fmt(B.mib(mem["rss"][i])) for i in marks(len(mem["rss"]))),
+        ],
         [f"  ms/frame at S={plan['memory_size']} (median)", B.median(mem["seconds"][1:]) * 1000],
     ]
     return headers, rows
@@ -211,23 +242,25 @@ def print_tables(data: dict[str, Any]) -> None:
 
 def render(data: dict[str, Any]) -> str:
     plan = data["plan"]
-    return "\n\n".join([
-        B.markdown_table(*table_rows(data)),
-        "How measured (`benchmarks/bench_sam2.py`): random weights of SAM 2.1 hiera-tiny's "
-        f"architecture (39 M parameters) at input size {plan['image_size']} (SAM 2.1's own), "
-        f"float32 on the CPU, a synthetic {plan['height']}x{plan['width']} clip with 2 objects "
-        "(rendered at 1/4 size and upscaled), frames generated one by one as `track` asks. "
-        "The served run is the real `uvicorn main:model.app` of a copy of reference_sam2 "
-        "with a `PlatformStandIn` as its platform; the first result is the first "
-        "`/pop_tracking_results` pull (every 0.25 s) that holds a figure. The "
-        f"{plan['memory_frames']}-frame memory run uses input size {plan['memory_size']} "
-        "(same parameters, same session bookkeeping; a 300-frame request at 1024 takes about "
-        "an hour on 2 shared cores): RSS flat after the 16-frame window means the app drops "
-        "what the session no longer reads. Fewer frames than the plan's (24 at 1024, 300 "
-        "for memory) mean the run was cut to fit a loaded machine (`--frames`, "
-        "`--memory-frames`); the load average is in the table. Random weights give noise "
-        "masks; only time and memory mean something here.",
-    ])
+    return "\n\n".join(
+        [
+            B.markdown_table(*table_rows(data)),
+            "How measured (`benchmarks/bench_sam2.py`): random weights of SAM 2.1 hiera-tiny's "
+            f"architecture (39 M parameters) at input size {plan['image_size']} (SAM 2.1's own), "
+            f"float32 on the CPU, a synthetic {plan['height']}x{plan['width']} clip with 2 objects "
+            "(rendered at 1/4 size and upscaled), frames generated one by one as `track` asks. "
+            "The served run is the real `uvicorn main:model.app` of a copy of reference_sam2 "
+            "with a `PlatformStandIn` as its platform; the first result is the first "
+            "`/pop_tracking_results` pull (every 0.25 s) that holds a figure. The "
+            f"{plan['memory_frames']}-frame memory run uses input size {plan['memory_size']} "
+            "(same parameters, same session bookkeeping; a 300-frame request at 1024 takes about "
+            "an hour on 2 shared cores): RSS flat after the 16-frame window means the app drops "
+            "what the session no longer reads. Fewer frames than the plan's (24 at 1024, 300 "
+            "for memory) mean the run was cut to fit a loaded machine (`--frames`, "
+            "`--memory-frames`); the load average is in the table. Random weights give noise "
+            "masks; only time and memory mean something here.",
+        ]
+    )
 
 
 if __name__ == "__main__":

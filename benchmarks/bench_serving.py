@@ -47,13 +47,13 @@ class Plan:
 
 
 FULL = Plan(
-    flow=tuple(Case(h, w, fmt, 20, 3) for h, w in ((240, 427), (480, 854))
-               for fmt in ("PNG", "JPEG")),
+    flow=tuple(
+        Case(h, w, fmt, 20, 3) for h, w in ((240, 427), (480, 854)) for fmt in ("PNG", "JPEG")
+    ),
     xmem=(Case(240, 427, "PNG", 20, 1),),  # 480p XMem would add minutes for the same overhead
 )
 QUICK = Plan(
-    flow=tuple(Case(h, w, fmt, 4, 2) for h, w in ((64, 114), (96, 171))
-               for fmt in ("PNG", "JPEG")),
+    flow=tuple(Case(h, w, fmt, 4, 2) for h, w in ((64, 114), (96, 171)) for fmt in ("PNG", "JPEG")),
     xmem=(Case(64, 114, "PNG", 3, 1),),
 )
 
@@ -84,17 +84,23 @@ def measure_case(subject: Subject, base_url: str, case: Case) -> dict[str, Any]:
     clip = synthetic.make_clip(case.frames, case.height, case.width, ids=IDS, seed=0)
     first = clip.masks[0]
     encode_s, (files, settings) = B.timed(
-        lambda: client.clip_request(clip.frames, first, IDS, case.fmt))
+        lambda: client.clip_request(clip.frames, first, IDS, case.fmt)
+    )
     content_type = CONTENT_TYPES[case.fmt]
 
     def request(count: int) -> Any:
-        body = settings if count == len(files) else client.track_settings(
-            count, settings["input_geometries"])
-        response = client.post_track(base_url, files[:count], body,
-                                     content_type=content_type, timeout=3600)
+        body = (
+            settings
+            if count == len(files)
+            else client.track_settings(count, settings["input_geometries"])
+        )
+        response = client.post_track(
+            base_url, files[:count], body, content_type=content_type, timeout=3600
+        )
         if response.status_code != 200:
-            raise RuntimeError(f"{subject.label}: HTTP {response.status_code}: "
-                               f"{response.text[:500]}")
+            raise RuntimeError(
+                f"{subject.label}: HTTP {response.status_code}: {response.text[:500]}"
+            )
         return response
 
     request(2)  # warm-up, like the in-process side
@@ -103,7 +109,8 @@ def measure_case(subject: Subject, base_url: str, case: Case) -> dict[str, Any]:
         seconds, response = B.timed(lambda: request(len(files)))
         walls.append(seconds)
     decode_s, served_masks = B.timed(
-        lambda: client.answer_to_label_masks(response.json(), first, IDS))
+        lambda: client.answer_to_label_masks(response.json(), first, IDS)
+    )
 
     frames = [decode_like_server(data) for data in files]
     run_tracker(subject.tracker, frames[:2], first)
@@ -112,21 +119,33 @@ def measure_case(subject: Subject, base_url: str, case: Case) -> dict[str, Any]:
         seconds, local = B.timed(lambda: run_tracker(subject.tracker, frames, first))
         local_times.append(seconds)
     wall, inproc = B.median(walls), B.median(local_times)
-    differing = sum(int(np.count_nonzero(a != b))
-                    for a, b in zip(served_masks, local, strict=True))
+    differing = sum(int(np.count_nonzero(a != b)) for a, b in zip(served_masks, local, strict=True))
     total = sum(int(m.size) for m in local)
     row = {
-        "app": subject.label, "height": case.height, "width": case.width, "format": case.fmt,
-        "frames": case.frames, "objects": len(IDS), "reps": case.reps,
-        "upload_bytes": sum(len(f) for f in files), "answer_bytes": len(response.content),
-        "encode_ms": encode_s * 1000, "request_ms": wall * 1000, "requests_ms": walls,
-        "inprocess_ms": inproc * 1000, "overhead_ms": (wall - inproc) * 1000,
-        "overhead_pct": 100 * (wall - inproc) / inproc, "answer_decode_ms": decode_s * 1000,
+        "app": subject.label,
+        "height": case.height,
+        "width": case.width,
+        "format": case.fmt,
+        "frames": case.frames,
+        "objects": len(IDS),
+        "reps": case.reps,
+        "upload_bytes": sum(len(f) for f in files),
+        "answer_bytes": len(response.content),
+        "encode_ms": encode_s * 1000,
+        "request_ms": wall * 1000,
+        "requests_ms": walls,
+        "inprocess_ms": inproc * 1000,
+        "overhead_ms": (wall - inproc) * 1000,
+        "overhead_pct": 100 * (wall - inproc) / inproc,
+        "answer_decode_ms": decode_s * 1000,
         "agreement_pct": 100.0 * (1 - differing / total),
     }
-    print(f"  {subject.label} {case.height}x{case.width} {case.fmt}: request "
-          f"{row['request_ms']:.0f} ms, in-process {row['inprocess_ms']:.0f} ms, overhead "
-          f"{row['overhead_ms']:.0f} ms", flush=True)
+    print(
+        f"  {subject.label} {case.height}x{case.width} {case.fmt}: request "
+        f"{row['request_ms']:.0f} ms, in-process {row['inprocess_ms']:.0f} ms, overhead "
+        f"{row['overhead_ms']:.0f} ms",
+        flush=True,
+    )
     return row
 
 
@@ -149,8 +168,7 @@ def xmem_subject(tmp: Path) -> Subject:
     recipe weights given through its ``SERVE_XMEM_WEIGHTS`` override."""
     app = reference_copy(tmp)
     weights = xmem_weights()
-    env = serve_env(app, tmp / "xmem", weights=weights,
-                    OMP_NUM_THREADS=str(machine.cpu_count()))
+    env = serve_env(app, tmp / "xmem", weights=weights, OMP_NUM_THREADS=str(machine.cpu_count()))
     return Subject("XMem", app, env, app.module("model").Tracker(weights, "cpu"))
 
 
@@ -163,22 +181,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         apps.append(serve(flow_subject(tmp), plan.flow, tmp))
         if plan.xmem:
             apps.append(serve(xmem_subject(tmp), plan.xmem, tmp))
-    return {"torch_threads": threads, "apps": apps,
-            "rows": [row for app in apps for row in app["rows"]]}
+    return {
+        "torch_threads": threads,
+        "apps": apps,
+        "rows": [row for app in apps for row in app["rows"]],
+    }
 
 
 # ---------------------------------------------------------------- rendering
 
 
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    headers = ["app", "frame (HxW)", "format", "frames", "objects", "upload MB",
-               "client encode ms", "request wall ms", "in-process ms", "overhead ms",
-               "overhead %", "answer decode ms", "mask agreement %"]
-    rows = [[r["app"], f"{r['height']}x{r['width']}", r["format"], r["frames"], r["objects"],
-             B.fmt(r["upload_bytes"] / 1e6, 2), r["encode_ms"], r["request_ms"],
-             r["inprocess_ms"], r["overhead_ms"], r["overhead_pct"], r["answer_decode_ms"],
-             B.fmt(r["agreement_pct"], 3)]
-            for r in data["rows"]]
+    headers = [
+        "app",
+        "frame (HxW)",
+        "format",
+        "frames",
+        "objects",
+        "upload MB",
+        "client encode ms",
+        "request wall ms",
+        "in-process ms",
+        "overhead ms",
+        "overhead %",
+        "answer decode ms",
+        "mask agreement %",
+    ]
+    rows = [
+        [
+            r["app"],
+            f"{r['height']}x{r['width']}",
+            r["format"],
+            r["frames"],
+            r["objects"],
+            B.fmt(r["upload_bytes"] / 1e6, 2),
+            r["encode_ms"],
+            r["request_ms"],
+            r["inprocess_ms"],
+            r["overhead_ms"],
+            r["overhead_pct"],
+            r["answer_decode_ms"],
+            B.fmt(r["agreement_pct"], 3),
+        ]
+        for r in data["rows"]
+    ]
     return headers, rows
 
 
@@ -191,26 +237,28 @@ def print_tables(data: dict[str, Any]) -> None:
 def render(data: dict[str, Any]) -> str:
     reps = sorted({(r["app"], r["reps"]) for r in data["rows"]})
     startup = ", ".join(f"{a['app']} {a['startup_s']:.1f} s" for a in data["apps"])
-    return "\n\n".join([
-        B.markdown_table(*table_rows(data)),
-        "How measured: the app baked with the default answers (optical-flow starter) and a "
-        "copy of `reference_xmem` (recipe weights through `SERVE_XMEM_WEIGHTS`) are served by "
-        "the real `uvicorn main:model.app` on 127.0.0.1 (`sly_vos.testing.server.Server`, "
-        f"server ready after: {startup}); both sides run on CPU with the same thread count "
-        f"({data['torch_threads']}). A synthetic clip with 2 objects is encoded by the client "
-        "(*client encode ms*: all frames to PNG or JPEG quality 95 plus the bitmap "
-        "geometries) and POSTed as multipart; *request wall ms* is from sending to having the "
-        "whole answer (upload, server-side decoding and checks, tracking, answer bitmaps, "
-        "JSON), median of "
-        + ", ".join(f"{n} ({app})" for app, n in reps)
-        + " requests after a 2-frame warm-up request. *in-process ms* is "
-        "`tracking.run_tracker` on the same decoded frames in the benchmark process (same "
-        "warm-up, same repetitions). *overhead* = request wall − in-process, and in % of "
-        "in-process. *answer decode ms* turns the JSON answer back into label masks on the "
-        "client. *mask agreement* compares the served masks with the in-process ones "
-        "(100% = the server tracks exactly what the model returns). XMem is served at 240p "
-        "only: at 480p its tracking time grows ~4x while the overhead is the same kind.",
-    ])
+    return "\n\n".join(
+        [
+            B.markdown_table(*table_rows(data)),
+            "How measured: the app baked with the default answers (optical-flow starter) and a "
+            "copy of `reference_xmem` (recipe weights through `SERVE_XMEM_WEIGHTS`) are served by "
+            "the real `uvicorn main:model.app` on 127.0.0.1 (`sly_vos.testing.server.Server`, "
+            f"server ready after: {startup}); both sides run on CPU with the same thread count "
+            f"({data['torch_threads']}). A synthetic clip with 2 objects is encoded by the client "
+            "(*client encode ms*: all frames to PNG or JPEG quality 95 plus the bitmap "
+            "geometries) and POSTed as multipart; *request wall ms* is from sending to having the "
+            "whole answer (upload, server-side decoding and checks, tracking, answer bitmaps, "
+            "JSON), median of "
+            + ", ".join(f"{n} ({app})" for app, n in reps)
+            + " requests after a 2-frame warm-up request. *in-process ms* is "
+            "`tracking.run_tracker` on the same decoded frames in the benchmark process (same "
+            "warm-up, same repetitions). *overhead* = request wall − in-process, and in % of "
+            "in-process. *answer decode ms* turns the JSON answer back into label masks on the "
+            "client. *mask agreement* compares the served masks with the in-process ones "
+            "(100% = the server tracks exactly what the model returns). XMem is served at 240p "
+            "only: at 480p its tracking time grows ~4x while the overhead is the same kind.",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,15 @@ def clean_env() -> dict[str, str]:
 def run_step(command: list[str], cwd: Path, timeout: int) -> tuple[float, str, int]:
     """(seconds, output tail, exit code) of one command."""
     began = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            env=clean_env(), check=False)
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(),
+        check=False,
+    )
     seconds = time.perf_counter() - began
     return seconds, (result.stdout + result.stderr)[-3000:], result.returncode
 
@@ -93,8 +100,11 @@ def bake_install_test(plan: Plan, tmp: Path) -> dict[str, Any]:
     chain = [
         ("venv", [sys.executable, "-m", "venv", str(venv)], 300),
         ("pip install torch", [python, "-m", "pip", "install", "-q", TORCH_PIN], 1800),
-        ("pip install -r requirements-dev.txt",
-         [python, "-m", "pip", "install", "-q", "-r", "requirements-dev.txt"], 1800),
+        (
+            "pip install -r requirements-dev.txt",
+            [python, "-m", "pip", "install", "-q", "-r", "requirements-dev.txt"],
+            1800,
+        ),
         ("pytest", [python, "-m", "pytest", *plan.pytest_args, "-p", "no:cacheprovider"], 2400),
     ]
     summary, passed = "", False
@@ -107,15 +117,21 @@ def bake_install_test(plan: Plan, tmp: Path) -> dict[str, Any]:
             passed = code == 0 and " passed" in summary and " failed" not in summary
         elif code != 0:
             raise RuntimeError(f"{label} failed ({code}):\n{output}")
-    return {"steps": steps, "total_s": sum(steps.values()), "pytest_summary": summary,
-            "tests_passed": passed, "pytest_args": list(plan.pytest_args)}
+    return {
+        "steps": steps,
+        "total_s": sum(steps.values()),
+        "pytest_summary": summary,
+        "tests_passed": passed,
+        "pytest_args": list(plan.pytest_args),
+    }
 
 
 def pip_sources() -> list[str]:
     """Where pip takes wheels from on this machine (so 'cache warm' can be qualified):
     ``key=value`` of the index and find-links settings, each once."""
-    result = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    )
     sources: list[str] = []
     for line in result.stdout.splitlines():
         key, _, value = line.partition("=")
@@ -132,11 +148,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(tmp_name)
         api = bake_api_times(plan.bake_reps, tmp)
         cli = bake_cli_times(plan.bake_reps, tmp)
-        print(f"  bake: API median {B.median(api):.2f} s, CLI median {B.median(cli):.2f} s",
-              flush=True)
+        print(
+            f"  bake: API median {B.median(api):.2f} s, CLI median {B.median(cli):.2f} s",
+            flush=True,
+        )
         full = bake_install_test(plan, tmp)
-    return {"bake_api_s": api, "bake_cli_s": cli, "install": full, "pip_sources": pip_sources(),
-            "torch_pin": TORCH_PIN}
+    return {
+        "bake_api_s": api,
+        "bake_cli_s": cli,
+        "install": full,
+        "pip_sources": pip_sources(),
+        "torch_pin": TORCH_PIN,
+    }
 
 
 # ---------------------------------------------------------------- rendering
@@ -146,10 +169,16 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     headers = ["what", "seconds", "notes"]
     api, cli = data["bake_api_s"], data["bake_cli_s"]
     rows: list[list[Any]] = [
-        ["bake, cookiecutter API", B.fmt(B.median(api), 2),
-         f"median of {len(api)} (min {min(api):.2f}, max {max(api):.2f})"],
-        ["bake, cookiecutter CLI", B.fmt(B.median(cli), 2),
-         f"median of {len(cli)} (min {min(cli):.2f}, max {max(cli):.2f}), incl. start-up"],
+        [
+            "bake, cookiecutter API",
+            B.fmt(B.median(api), 2),
+            f"median of {len(api)} (min {min(api):.2f}, max {max(api):.2f})",
+        ],
+        [
+            "bake, cookiecutter CLI",
+            B.fmt(B.median(cli), 2),
+            f"median of {len(cli)} (min {min(cli):.2f}, max {max(cli):.2f}), incl. start-up",
+        ],
     ]
     install = data["install"]
     for label, seconds in install["steps"].items():
@@ -164,25 +193,29 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 def print_tables(data: dict[str, Any]) -> None:
     headers, rows = table_rows(data)
-    plain = [[str(c).replace("&nbsp;", " ").replace("**", "").replace("`", "") for c in row]
-             for row in rows]
+    plain = [
+        [str(c).replace("&nbsp;", " ").replace("**", "").replace("`", "") for c in row]
+        for row in rows
+    ]
     B.print_table(TITLE, headers, plain)
 
 
 def render(data: dict[str, Any]) -> str:
     sources = "; ".join(f"`{s}`" for s in data["pip_sources"]) or "pip's defaults"
-    return "\n\n".join([
-        B.markdown_table(*table_rows(data)),
-        "How measured: the template is baked with the default answers, in-process with "
-        "`cookiecutter.main.cookiecutter(no_input=True)` and as the `cookiecutter . "
-        "--no-input` command, each into a fresh folder (hooks included). The chain below is "
-        "run once, as the README tells a new user: bake, `python -m venv`, "
-        f"`pip install {data['torch_pin']}`, `pip install -r requirements-dev.txt`, "
-        "`python -m pytest` in the app, each step timed. The pip cache was warm: every "
-        "package had been installed on this machine before (by `scripts/setup.sh`) and pip "
-        f"read wheels from local sources ({sources}), so the install times are resolving, "
-        "unpacking and linking, not downloads; a first install over the network takes longer.",
-    ])
+    return "\n\n".join(
+        [
+            B.markdown_table(*table_rows(data)),
+            "How measured: the template is baked with the default answers, in-process with "
+            "`cookiecutter.main.cookiecutter(no_input=True)` and as the `cookiecutter . "
+            "--no-input` command, each into a fresh folder (hooks included). The chain below is "
+            "run once, as the README tells a new user: bake, `python -m venv`, "
+            f"`pip install {data['torch_pin']}`, `pip install -r requirements-dev.txt`, "
+            "`python -m pytest` in the app, each step timed. The pip cache was warm: every "
+            "package had been installed on this machine before (by `scripts/setup.sh`) and pip "
+            f"read wheels from local sources ({sources}), so the install times are resolving, "
+            "unpacking and linking, not downloads; a first install over the network takes longer.",
+        ]
+    )
 
 
 if __name__ == "__main__":

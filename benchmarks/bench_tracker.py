@@ -57,12 +57,10 @@ class XMemSegmenter:
         self.network = network
         self.switches = dict(switches)
 
-    def track(self, frames: Iterable[np.ndarray], label_mask: np.ndarray
-              ) -> Iterator[np.ndarray]:
+    def track(self, frames: Iterable[np.ndarray], label_mask: np.ndarray) -> Iterator[np.ndarray]:
         from xmem import propagate
 
-        return propagate(self.network, frames, label_mask, size=XMEM_SHORT_SIDE,
-                         **self.switches)
+        return propagate(self.network, frames, label_mask, size=XMEM_SHORT_SIDE, **self.switches)
 
 
 def plain_switches() -> dict[str, bool]:
@@ -95,8 +93,9 @@ def measure(run_tracker: Any, tracker: Any, clip: Any, reps: int) -> tuple[dict,
     3 frames every XMem network part runs once, the hidden-state update included)."""
     frames, mask = clip.frames, clip.masks[0]
     run_tracker(tracker, frames[:3], mask)
-    first = B.median([B.timed(lambda: run_tracker(tracker, frames[:1], mask))[0]
-                      for _ in range(reps)])
+    first = B.median(
+        [B.timed(lambda: run_tracker(tracker, frames[:1], mask))[0] for _ in range(reps)]
+    )
     totals: list[float] = []
     outputs: list[np.ndarray] = []
     for _ in range(reps):
@@ -146,9 +145,16 @@ def bench_flow(app: App, clips: dict, plan: Plan) -> list[dict]:
     for (height, width, objects), clip in clips.items():
         tracker = model.Tracker(None, "cpu")
         row, outputs = measure(run_tracker, tracker, clip, plan.flow_reps)
-        row.update(model="optical-flow", device="cpu", height=height, width=width,
-                   objects=objects, frames=len(clip.frames), reps=plan.flow_reps,
-                   j=mean_j(outputs, clip))
+        row.update(
+            model="optical-flow",
+            device="cpu",
+            height=height,
+            width=width,
+            objects=objects,
+            frames=len(clip.frames),
+            reps=plan.flow_reps,
+            j=mean_j(outputs, clip),
+        )
         progress(row)
         rows.append(row)
     return rows
@@ -176,20 +182,31 @@ def compare_one(run_tracker: Any, network: Any, plain: dict, case: dict, reps: i
     slow_row, slow_out = measure(run_tracker, XMemSegmenter(network, plain), clip, reps)
     again_row, _ = measure(run_tracker, XMemSegmenter(network, {}), clip, reps)
     item = {
-        "device": row["device"], "height": row["height"], "width": row["width"],
-        "objects": row["objects"], "frames": row["frames"], "batched_s": again_row["total_s"],
-        "plain_s": slow_row["total_s"], "batched_ms_per_frame": again_row["ms_per_frame"],
-        "plain_ms_per_frame": slow_row["ms_per_frame"], "first_default_s": row["total_s"],
-        "speedup": slow_row["total_s"] / again_row["total_s"], "plain_switches": plain,
+        "device": row["device"],
+        "height": row["height"],
+        "width": row["width"],
+        "objects": row["objects"],
+        "frames": row["frames"],
+        "batched_s": again_row["total_s"],
+        "plain_s": slow_row["total_s"],
+        "batched_ms_per_frame": again_row["ms_per_frame"],
+        "plain_ms_per_frame": slow_row["ms_per_frame"],
+        "first_default_s": row["total_s"],
+        "speedup": slow_row["total_s"] / again_row["total_s"],
+        "plain_switches": plain,
         **agreement(case["outputs"], slow_out),
     }
-    print(f"  default vs plain {item['height']}p {item['objects']} obj: "
-          f"{item['speedup']:.2f}x, agreement {item['agreement_pct']:.4f}%", flush=True)
+    print(
+        f"  default vs plain {item['height']}p {item['objects']} obj: "
+        f"{item['speedup']:.2f}x, agreement {item['agreement_pct']:.4f}%",
+        flush=True,
+    )
     return item
 
 
-def run_compare(run_tracker: Any, network: Any, cases: list[dict], plan: Plan,
-                budget: Budget) -> tuple[list[dict], list[str]]:
+def run_compare(
+    run_tracker: Any, network: Any, cases: list[dict], plan: Plan, budget: Budget
+) -> tuple[list[dict], list[str]]:
     """The first case always runs; later ones only if their projected time (default time x
     the plain/default ratio seen so far) fits in the budget."""
     plain = plain_switches()
@@ -197,20 +214,22 @@ def run_compare(run_tracker: Any, network: Any, cases: list[dict], plan: Plan,
     skipped: list[str] = []
     for index, case in enumerate(cases):
         ratio = done[-1]["speedup"] if done else 1.5
-        projected = (case["row"]["total_s"] * (ratio + 1) * 1.1
-                     + 4 * case["row"]["first_frame_ms"] / 1e3)
+        projected = (
+            case["row"]["total_s"] * (ratio + 1) * 1.1 + 4 * case["row"]["first_frame_ms"] / 1e3
+        )
         if index and not budget.fits(projected):
             row = case["row"]
-            skipped.append(f"{row['device']} {row['height']}p {row['objects']} objects: "
-                           f"projected {projected / 60:.1f} min did not fit the budget")
+            skipped.append(
+                f"{row['device']} {row['height']}p {row['objects']} objects: "
+                f"projected {projected / 60:.1f} min did not fit the budget"
+            )
             print(f"  skipped comparison: {skipped[-1]}", flush=True)
             continue
         done.append(compare_one(run_tracker, network, plain, case, plan.xmem_reps))
     return done, skipped
 
 
-def bench_xmem(clips: dict, plan: Plan, budget: Budget
-               ) -> tuple[list[dict], list[dict], list[str]]:
+def bench_xmem(clips: dict, plan: Plan, budget: Budget) -> tuple[list[dict], list[dict], list[str]]:
     """XMem (recipe weights) on every device; then, per device, default vs plain at
     ``compare_size`` (after all configurations, so only the optional part can be cut)."""
     reference_on_path()
@@ -227,9 +246,16 @@ def bench_xmem(clips: dict, plan: Plan, budget: Budget
         cases: list[dict] = []
         for (height, width, objects), clip in clips.items():
             row, outputs = measure(run_tracker, fast, clip, plan.xmem_reps)
-            row.update(model="XMem", device=device, height=height, width=width,
-                       objects=objects, frames=len(clip.frames), reps=plan.xmem_reps,
-                       j=mean_j(outputs, clip))
+            row.update(
+                model="XMem",
+                device=device,
+                height=height,
+                width=width,
+                objects=objects,
+                frames=len(clip.frames),
+                reps=plan.xmem_reps,
+                j=mean_j(outputs, clip),
+            )
             progress(row)
             rows.append(row)
             if (height, width) == plan.compare_size and objects in plan.compare_objects:
@@ -243,16 +269,17 @@ def bench_xmem(clips: dict, plan: Plan, budget: Budget
 
 
 def progress(row: dict) -> None:
-    print(f"  {row['model']:>12} {row['device']:>4} {row['height']}x{row['width']} "
-          f"{row['objects']} obj: {row['ms_per_frame']:.1f} ms/frame "
-          f"(first {row['first_frame_ms']:.1f} ms)", flush=True)
+    print(
+        f"  {row['model']:>12} {row['device']:>4} {row['height']}x{row['width']} "
+        f"{row['objects']} obj: {row['ms_per_frame']:.1f} ms/frame "
+        f"(first {row['first_frame_ms']:.1f} ms)",
+        flush=True,
+    )
 
 
 def build_clips(plan: Plan) -> dict[tuple[int, int, int], Any]:
     return {
-        (h, w, k): make_clip(h, w, plan.frames, k)
-        for (h, w) in plan.sizes
-        for k in plan.objects
+        (h, w, k): make_clip(h, w, plan.frames, k) for (h, w) in plan.sizes for k in plan.objects
     }
 
 
@@ -284,24 +311,66 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    headers = ["model", "device", "frame (HxW)", "objects", "frames", "first frame ms",
-               "ms/frame", "fps", "total s", "J (sanity)"]
+    headers = [
+        "model",
+        "device",
+        "frame (HxW)",
+        "objects",
+        "frames",
+        "first frame ms",
+        "ms/frame",
+        "fps",
+        "total s",
+        "J (sanity)",
+    ]
     rows = []
     for r in data["rows"]:
         j = r["j"] if r["model"] != "XMem" else None  # recipe weights: J means nothing
-        rows.append([r["model"], r["device"], f"{r['height']}x{r['width']}", r["objects"],
-                     r["frames"], r["first_frame_ms"], r["ms_per_frame"], B.fmt(r["fps"], 2),
-                     B.fmt(r["total_s"], 2), B.fmt(j, 3)])
+        rows.append(
+            [
+                r["model"],
+                r["device"],
+                f"{r['height']}x{r['width']}",
+                r["objects"],
+                r["frames"],
+                r["first_frame_ms"],
+                r["ms_per_frame"],
+                B.fmt(r["fps"], 2),
+                B.fmt(r["total_s"], 2),
+                B.fmt(j, 3),
+            ]
+        )
     return headers, rows
 
 
 def compare_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    headers = ["device", "frame (HxW)", "objects", "frames", "plain s", "default s",
-               "speed-up", "masks identical", "pixel agreement %", "differing px"]
-    rows = [[c["device"], f"{c['height']}x{c['width']}", c["objects"], c["frames"],
-             B.fmt(c["plain_s"], 2), B.fmt(c["batched_s"], 2), f"{c['speedup']:.2f}x",
-             c["identical"], B.fmt(c["agreement_pct"], 4), c["differing_pixels"]]
-            for c in data["compare"]]
+    headers = [
+        "device",
+        "frame (HxW)",
+        "objects",
+        "frames",
+        "plain s",
+        "default s",
+        "speed-up",
+        "masks identical",
+        "pixel agreement %",
+        "differing px",
+    ]
+    rows = [
+        [
+            c["device"],
+            f"{c['height']}x{c['width']}",
+            c["objects"],
+            c["frames"],
+            B.fmt(c["plain_s"], 2),
+            B.fmt(c["batched_s"], 2),
+            f"{c['speedup']:.2f}x",
+            c["identical"],
+            B.fmt(c["agreement_pct"], 4),
+            c["differing_pixels"],
+        ]
+        for c in data["compare"]
+    ]
     return headers, rows
 
 
@@ -315,42 +384,45 @@ def print_tables(data: dict[str, Any]) -> None:
 def render(data: dict[str, Any]) -> str:
     """Markdown section for RESULTS.md."""
     plan = data["plan"]
-    switches = ", ".join(f"`{k}=False`" for k in
-                         (data["compare"][0]["plain_switches"] if data["compare"] else {}))
-    return "\n\n".join([
-        B.markdown_table(*table_rows(data)),
-        "**XMem: default path vs plain one-frame-at-a-time loop**",
-        B.markdown_table(*compare_rows(data)),
-        *[f"Comparison skipped: {line}." for line in data.get("compare_skipped", [])],
-        "How measured: synthetic 16:9 clips (`synthetic.make_clip`, seed 0, object ids "
-        f"{', '.join(map(str, IDS[:max(plan['objects'])]))}), {plan['frames']} frames, "
-        "timed around `tracking.run_tracker(tracker, frames, mask)` of an app baked with the "
-        "default answers (the app's `predict` minus its lock). Each configuration gets a "
-        "3-frame warm-up call first (XMem measures its convolution kernels there). "
-        "*first frame ms* is a 1-frame call (validation, and for "
-        "XMem encoding the annotated frame into memory; the optical-flow starter does no work "
-        "for one frame); *ms/frame* = (total − first frame) / (frames − 1); *fps* = 1000 / "
-        f"ms/frame; *total s* is the median of {plan['flow_reps']} runs (optical flow) or "
-        f"{plan['xmem_reps']} run (XMem). torch threads = {data['torch_threads']} "
-        f"(all cores), OpenCV threads = {data['opencv_threads']}; CUDA: "
-        f"{data['cuda'] or 'not available, CPU only'}. XMem is the reference app's "
-        "re-implementation (`xmem.load_network` + "
-        f"`propagate(size={data['xmem_short_side']})`, the streaming `segment_video`, "
-        "fp32 on CPU) with deterministic recipe weights (same shapes and cost as XMem.pth; "
-        "their masks are meaningless, so J is shown for the optical-flow starter only, "
-        "as a check that it tracked). The default path is `propagate`'s default: on CPU "
-        "each convolution shape through the kernel measured fastest at its first use (oneDNN "
-        "direct, channels-last, NNPACK Winograd, GEMM), batch norms folded into the ResNet "
-        "convs, sparse top-k memory read, image half of the fusion convs computed "
-        "once, argmax as element-wise passes (query keys are batched 8 frames per pass on "
-        "CUDA only: on this CPU batching was slower). The plain loop is "
-        f"{switches or 'the one-frame-at-a-time switches'} through the same `run_tracker`: "
-        "upstream's per-frame schedule with oneDNN's direct convolutions. For the comparison "
-        "the plain loop and then the default path run back to back on the same clip (the speed "
-        "of this shared cloud CPU drifts over minutes); speed-up = plain total / default total "
-        "of that pair, and the masks of the two runs are compared pixel by pixel (other "
-        "kernels and folded batch norms round differently, so a few near-tie pixels flip).",
-    ])
+    switches = ", ".join(
+        f"`{k}=False`" for k in (data["compare"][0]["plain_switches"] if data["compare"] else {})
+    )
+    return "\n\n".join(
+        [
+            B.markdown_table(*table_rows(data)),
+            "**XMem: default path vs plain one-frame-at-a-time loop**",
+            B.markdown_table(*compare_rows(data)),
+            *[f"Comparison skipped: {line}." for line in data.get("compare_skipped", [])],
+            "How measured: synthetic 16:9 clips (`synthetic.make_clip`, seed 0, object ids "
+            f"{', '.join(map(str, IDS[: max(plan['objects'])]))}), {plan['frames']} frames, "
+            "timed around `tracking.run_tracker(tracker, frames, mask)` of an app baked with the "
+            "default answers (the app's `predict` minus its lock). Each configuration gets a "
+            "3-frame warm-up call first (XMem measures its convolution kernels there). "
+            "*first frame ms* is a 1-frame call (validation, and for "
+            "XMem encoding the annotated frame into memory; the optical-flow starter does no work "
+            "for one frame); *ms/frame* = (total − first frame) / (frames − 1); *fps* = 1000 / "
+            f"ms/frame; *total s* is the median of {plan['flow_reps']} runs (optical flow) or "
+            f"{plan['xmem_reps']} run (XMem). torch threads = {data['torch_threads']} "
+            f"(all cores), OpenCV threads = {data['opencv_threads']}; CUDA: "
+            f"{data['cuda'] or 'not available, CPU only'}. XMem is the reference app's "
+            "re-implementation (`xmem.load_network` + "
+            f"`propagate(size={data['xmem_short_side']})`, the streaming `segment_video`, "
+            "fp32 on CPU) with deterministic recipe weights (same shapes and cost as XMem.pth; "
+            "their masks are meaningless, so J is shown for the optical-flow starter only, "
+            "as a check that it tracked). The default path is `propagate`'s default: on CPU "
+            "each convolution shape through the kernel measured fastest at its first use (oneDNN "
+            "direct, channels-last, NNPACK Winograd, GEMM), batch norms folded into the ResNet "
+            "convs, sparse top-k memory read, image half of the fusion convs computed "
+            "once, argmax as element-wise passes (query keys are batched 8 frames per pass on "
+            "CUDA only: on this CPU batching was slower). The plain loop is "
+            f"{switches or 'the one-frame-at-a-time switches'} through the same `run_tracker`: "
+            "upstream's per-frame schedule with oneDNN's direct convolutions. For the comparison "
+            "the plain loop and then the default path run back to back on the same clip (the speed "
+            "of this shared cloud CPU drifts over minutes); speed-up = plain total / default total "
+            "of that pair, and the masks of the two runs are compared pixel by pixel (other "
+            "kernels and folded batch norms round differently, so a few near-tie pixels flip).",
+        ]
+    )
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

@@ -92,8 +92,9 @@ def run_child(length: int, plan: Plan) -> dict[str, Any]:
     malloc_trim()
     baseline = machine.current_rss_bytes()
 
-    gen_s, clip = B.timed(lambda: synthetic.make_clip(
-        length, plan.height, plan.width, ids=(OBJECT_ID,), seed=0))
+    gen_s, clip = B.timed(
+        lambda: synthetic.make_clip(length, plan.height, plan.width, ids=(OBJECT_ID,), seed=0)
+    )
     frames, first_mask = clip.frames, clip.masks[0]
     del clip  # ground truth is not an input of the tracker: keep it out of the numbers
     gc.collect()
@@ -145,9 +146,12 @@ def spawn(length: int, quick: bool) -> tuple[dict[str, Any], float]:
         record = json.loads(out.read_text(encoding="utf-8"))
     record["process_s"] = wall
     row = record
-    print(f"  {length:>5} frames: {row['ms_per_frame']:.0f} ms/frame, peak "
-          f"{B.mib(row['peak_rss']):.0f} MiB, model part {B.mib(row['model_bytes']):.0f} MiB, "
-          f"long-term {row['long_term_elements']}", flush=True)
+    print(
+        f"  {length:>5} frames: {row['ms_per_frame']:.0f} ms/frame, peak "
+        f"{B.mib(row['peak_rss']):.0f} MiB, model part {B.mib(row['model_bytes']):.0f} MiB, "
+        f"long-term {row['long_term_elements']}",
+        flush=True,
+    )
     return record, wall
 
 
@@ -167,8 +171,10 @@ def choose(plan: Plan, first: dict, budget_s: float | None, forced: bool) -> tup
     if forced or budget_s is None:
         return wanted, f"lengths as requested (projected {need / 60:.1f} min)"
     if need <= budget_s:
-        return wanted, (f"default lengths: projected {need / 60:.1f} min fit in the "
-                        f"{budget_s / 60:.1f} min left of the run's budget")
+        return wanted, (
+            f"default lengths: projected {need / 60:.1f} min fit in the "
+            f"{budget_s / 60:.1f} min left of the run's budget"
+        )
     smaller = project(first, plan.fallback)
     verdict = "fit" if smaller <= budget_s else "still exceed it, run anyway"
     return plan.fallback, (
@@ -176,7 +182,8 @@ def choose(plan: Plan, first: dict, budget_s: float | None, forced: bool) -> tup
         f"({first['ms_per_frame']:.0f} ms/frame measured at {first['frames']} frames) but only "
         f"{budget_s / 60:.1f} min of the run's budget were left, so "
         f"{'/'.join(map(str, plan.fallback))} frames ran instead (projected "
-        f"{smaller / 60:.1f} min: {verdict})")
+        f"{smaller / 60:.1f} min: {verdict})"
+    )
 
 
 def run(plan: Plan, quick: bool, budget_s: float | None, forced: bool) -> dict[str, Any]:
@@ -200,13 +207,33 @@ def run(plan: Plan, quick: bool, budget_s: float | None, forced: bool) -> dict[s
 
 
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    headers = ["frames", "ms/frame", "baseline MiB", "peak MiB", "input frames MiB",
-               "output masks MiB", "model part MiB", "working mem elements",
-               "long-term elements", "consolidations"]
-    rows = [[r["frames"], r["ms_per_frame"], B.mib(r["baseline_rss"]), B.mib(r["peak_rss"]),
-             B.mib(r["input_bytes"]), B.mib(r["output_bytes"]), B.mib(r["model_bytes"]),
-             r["work_elements"], r["long_term_elements"], r["consolidations"]]
-            for r in data["rows"]]
+    headers = [
+        "frames",
+        "ms/frame",
+        "baseline MiB",
+        "peak MiB",
+        "input frames MiB",
+        "output masks MiB",
+        "model part MiB",
+        "working mem elements",
+        "long-term elements",
+        "consolidations",
+    ]
+    rows = [
+        [
+            r["frames"],
+            r["ms_per_frame"],
+            B.mib(r["baseline_rss"]),
+            B.mib(r["peak_rss"]),
+            B.mib(r["input_bytes"]),
+            B.mib(r["output_bytes"]),
+            B.mib(r["model_bytes"]),
+            r["work_elements"],
+            r["long_term_elements"],
+            r["consolidations"],
+        ]
+        for r in data["rows"]
+    ]
     return headers, rows
 
 
@@ -218,9 +245,11 @@ def growth_line(data: dict[str, Any]) -> str:
     a, b = rows[0], rows[-1]
     per_frame = (b["model_bytes"] - a["model_bytes"]) / (b["frames"] - a["frames"])
     caller = (b["input_bytes"] + b["output_bytes"]) / b["frames"]
-    return (f"From {a['frames']} to {b['frames']} frames the model part changes by "
-            f"{per_frame / 1024:+.1f} KiB per frame, while the caller's frames and masks take "
-            f"{caller / 1024:.0f} KiB per frame.")
+    return (
+        f"From {a['frames']} to {b['frames']} frames the model part changes by "
+        f"{per_frame / 1024:+.1f} KiB per frame, while the caller's frames and masks take "
+        f"{caller / 1024:.0f} KiB per frame."
+    )
 
 
 def print_tables(data: dict[str, Any]) -> None:
@@ -231,29 +260,34 @@ def print_tables(data: dict[str, Any]) -> None:
 
 def render(data: dict[str, Any]) -> str:
     plan = data["plan"]
-    peak_kind = ("peak of the tracking call alone (VmHWM reset just before it)"
-                 if all(r["peak_is_run_only"] for r in data["rows"])
-                 else "lifetime peak (`ru_maxrss`)")
-    return "\n\n".join([
-        B.markdown_table(*table_rows(data)),
-        growth_line(data),
-        f"**Lengths:** {data['lengths_reason']}.",
-        f"How measured: one fresh process per length (CPU, torch threads = "
-        f"{data['torch_threads']}). Each loads XMem (recipe weights, same size as XMem.pth), "
-        f"warms up on 2 frames, then takes *baseline* = RSS after `malloc_trim`; it renders a "
-        f"{plan['height']}x{plan['width']} synthetic clip with 1 object (ground truth dropped), "
-        f"and times one `segment_video(frames, mask)` call with XMem's default memory settings "
-        f"(memory frame every 5, 5-10 mid-term frames, 128 prototypes per consolidation, "
-        f"long-term cap 10000 elements). *peak* is the {peak_kind}. *input frames* and "
-        f"*output masks* are the bytes of the caller's RGB frames and the returned uint8 "
-        f"masks, which grow with the video whatever the model does; *model part* = peak − "
-        f"baseline − input − output is what the model holds on top (features, working and "
-        f"long-term memory, allocator slack). Element counts are XMem's memory sizes at the "
-        "end of the video (`stats` of `segment_video`): working memory is capped at 10 memory "
-        "frames, older ones are consolidated into long-term prototypes (capped at 10000 "
-        "elements). Bounded memory shows as a model part that stays flat while the input and "
-        "output columns grow with the video.",
-    ])
+    peak_kind = (
+        "peak of the tracking call alone (VmHWM reset just before it)"
+        if all(r["peak_is_run_only"] for r in data["rows"])
+        else "lifetime peak (`ru_maxrss`)"
+    )
+    return "\n\n".join(
+        [
+            B.markdown_table(*table_rows(data)),
+            growth_line(data),
+            f"**Lengths:** {data['lengths_reason']}.",
+            f"How measured: one fresh process per length (CPU, torch threads = "
+            f"{data['torch_threads']}). Each loads XMem (recipe weights, same size as XMem.pth), "
+            f"warms up on 2 frames, then takes *baseline* = RSS after `malloc_trim`; it renders "
+            f"a {plan['height']}x{plan['width']} synthetic clip with 1 object (ground truth "
+            f"dropped), "
+            f"and times one `segment_video(frames, mask)` call with XMem's default memory settings "
+            f"(memory frame every 5, 5-10 mid-term frames, 128 prototypes per consolidation, "
+            f"long-term cap 10000 elements). *peak* is the {peak_kind}. *input frames* and "
+            f"*output masks* are the bytes of the caller's RGB frames and the returned uint8 "
+            f"masks, which grow with the video whatever the model does; *model part* = peak − "
+            f"baseline − input − output is what the model holds on top (features, working and "
+            f"long-term memory, allocator slack). Element counts are XMem's memory sizes at the "
+            "end of the video (`stats` of `segment_video`): working memory is capped at 10 memory "
+            "frames, older ones are consolidated into long-term prototypes (capped at 10000 "
+            "elements). Bounded memory shows as a model part that stays flat while the input and "
+            "output columns grow with the video.",
+        ]
+    )
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

@@ -36,9 +36,11 @@ from repo_tools.serving import xmem_weights
 
 NAME = "xmem_upstream"
 TITLE = "XMem vs upstream XMem (same weights, same clip, one process)"
-HOW_TO_GET = ("upstream XMem is not here. Get it with\n"
-              "    git clone https://github.com/hkchengrex/XMem /some/where/XMem\n"
-              "and run this script with --upstream /some/where/XMem (or set XMEM_UPSTREAM).")
+HOW_TO_GET = (
+    "upstream XMem is not here. Get it with\n"
+    "    git clone https://github.com/hkchengrex/XMem /some/where/XMem\n"
+    "and run this script with --upstream /some/where/XMem (or set XMEM_UPSTREAM)."
+)
 IDS = (3, 7, 11)
 UPSTREAM_PACKAGES = ("model", "inference", "util")  # top-level names upstream imports as
 
@@ -66,17 +68,37 @@ class Plan:
     reps: int = 2
 
     def cases(self) -> list[Case]:
-        return [Case(h, w, k, p, self.frames[(h, k, p)])
-                for p in self.precisions for (h, w) in self.sizes for k in self.objects]
+        return [
+            Case(h, w, k, p, self.frames[(h, k, p)])
+            for p in self.precisions
+            for (h, w) in self.sizes
+            for k in self.objects
+        ]
 
 
-FULL = Plan(((240, 432), (480, 864)), (1, 3), ("fp32", "bf16"), {
-    (240, 1, "fp32"): 16, (240, 3, "fp32"): 11, (480, 1, "fp32"): 8, (480, 3, "fp32"): 6,
-    (240, 1, "bf16"): 11, (240, 3, "bf16"): 8, (480, 1, "bf16"): 6, (480, 3, "bf16"): 4,
-})
+FULL = Plan(
+    ((240, 432), (480, 864)),
+    (1, 3),
+    ("fp32", "bf16"),
+    {
+        (240, 1, "fp32"): 16,
+        (240, 3, "fp32"): 11,
+        (480, 1, "fp32"): 8,
+        (480, 3, "fp32"): 6,
+        (240, 1, "bf16"): 11,
+        (240, 3, "bf16"): 8,
+        (480, 1, "bf16"): 6,
+        (480, 3, "bf16"): 4,
+    },
+)
 # Upstream needs more memory elements than top_k (30): 96x176 gives 6x11 per frame.
-QUICK = Plan(((96, 176),), (1, 3), ("fp32", "bf16"), {
-    (96, k, p): 4 for k in (1, 3) for p in ("fp32", "bf16")}, reps=1)
+QUICK = Plan(
+    ((96, 176),),
+    (1, 3),
+    ("fp32", "bf16"),
+    {(96, k, p): 4 for k in (1, 3) for p in ("fp32", "bf16")},
+    reps=1,
+)
 
 
 # ------------------------------------------------------------------------ upstream
@@ -86,10 +108,14 @@ def upstream_path(given: str | None) -> Path | None:
     if not text:
         return None
     path = Path(text).expanduser().resolve()
-    if not (path / "model" / "network.py").is_file() or not (
-            path / "inference" / "inference_core.py").is_file():
-        raise SystemExit(f"{path} is not an XMem checkout (no model/network.py or "
-                         f"inference/inference_core.py).\n{HOW_TO_GET}")
+    if (
+        not (path / "model" / "network.py").is_file()
+        or not (path / "inference" / "inference_core.py").is_file()
+    ):
+        raise SystemExit(
+            f"{path} is not an XMem checkout (no model/network.py or "
+            f"inference/inference_core.py).\n{HOW_TO_GET}"
+        )
     return path
 
 
@@ -103,9 +129,12 @@ def import_upstream(path: Path) -> tuple[type, type]:
     for name in UPSTREAM_PACKAGES:
         module = sys.modules.get(name)
         if module is not None and not str(getattr(module, "__file__", "") or "").startswith(
-                str(path)):
-            raise SystemExit(f"a module named {name!r} is already imported from "
-                             f"{getattr(module, '__file__', '?')}; cannot import upstream XMem")
+            str(path)
+        ):
+            raise SystemExit(
+                f"a module named {name!r} is already imported from "
+                f"{getattr(module, '__file__', '?')}; cannot import upstream XMem"
+            )
     on_sys_path(path)  # deliberately: the checkout the user named
     from inference.inference_core import InferenceCore  # type: ignore[import-not-found]
     from model import resnet as upstream_resnet  # type: ignore[import-not-found]
@@ -116,9 +145,12 @@ def import_upstream(path: Path) -> tuple[type, type]:
     for builder in ("resnet18", "resnet50"):
         original = getattr(upstream_resnet, builder)
         if not getattr(original, "_no_download", False):
-            def untrained(pretrained: bool = True, extra_dim: int = 0,
-                          _build: Callable = original) -> Any:
+
+            def untrained(
+                pretrained: bool = True, extra_dim: int = 0, _build: Callable = original
+            ) -> Any:
                 return _build(pretrained=False, extra_dim=extra_dim)
+
             untrained._no_download = True  # type: ignore[attr-defined]
             setattr(upstream_resnet, builder, untrained)
     return XMem, InferenceCore
@@ -137,21 +169,37 @@ def upstream_network(xmem_cls: type, state_dict: dict) -> Any:
     return net.to(torch.device("cpu"))
 
 
-def upstream_masks(core_cls: type, net: Any, frames: list[np.ndarray], mask: np.ndarray,
-                   config: dict, precision: str) -> Iterator[np.ndarray]:
+def upstream_masks(
+    core_cls: type,
+    net: Any,
+    frames: list[np.ndarray],
+    mask: np.ndarray,
+    config: dict,
+    precision: str,
+) -> Iterator[np.ndarray]:
     """Upstream's own per-frame loop (as its eval.py: step, argmax, ids back), yielding a
     uint8 mask per frame; bf16 wraps each step in CPU autocast."""
     import torch
 
     ids = [int(i) for i in np.unique(mask) if i != 0]
     lut = np.array([0] + ids, dtype=np.uint8)
-    core = core_cls(net, {**config, "key_dim": net.key_dim, "value_dim": net.value_dim,
-                          "hidden_dim": net.hidden_dim})
+    core = core_cls(
+        net,
+        {
+            **config,
+            "key_dim": net.key_dim,
+            "value_dim": net.value_dim,
+            "hidden_dim": net.hidden_dim,
+        },
+    )
     core.set_all_labels(list(range(1, len(ids) + 1)))
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    cast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-            else contextlib.nullcontext())
+    cast = (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if precision == "bf16"
+        else contextlib.nullcontext()
+    )
     for t, frame in enumerate(frames):
         with torch.no_grad(), cast:
             image = (torch.from_numpy(frame).permute(2, 0, 1).float() / 255 - mean) / std
@@ -186,13 +234,14 @@ def agreement_pct(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return 100.0 * same / total if total else 100.0
 
 
-def run_case(case: Case, ours_net: Any, up_net: Any, core_cls: type, reps: int,
-             clip: Any) -> dict[str, Any]:
+def run_case(
+    case: Case, ours_net: Any, up_net: Any, core_cls: type, reps: int, clip: Any
+) -> dict[str, Any]:
     """Warm both (3 frames, so that every network part runs once: one-off allocations, and
     our kernel measurements), then time upstream and ours alternately ``reps`` times each."""
     from xmem import DEFAULT_CONFIG, propagate
 
-    frames, mask = clip.frames[:case.frames], clip.masks[0]
+    frames, mask = clip.frames[: case.frames], clip.masks[0]
     config = dict(DEFAULT_CONFIG)
 
     def ours() -> Iterator[np.ndarray]:
@@ -201,9 +250,14 @@ def run_case(case: Case, ours_net: Any, up_net: Any, core_cls: type, reps: int,
     def theirs() -> Iterator[np.ndarray]:
         return upstream_masks(core_cls, up_net, frames, mask, config, case.precision)
 
-    row: dict[str, Any] = {"height": case.height, "width": case.width,
-                           "objects": case.objects, "precision": case.precision,
-                           "frames": case.frames, "reps": reps}
+    row: dict[str, Any] = {
+        "height": case.height,
+        "width": case.width,
+        "objects": case.objects,
+        "precision": case.precision,
+        "frames": case.frames,
+        "reps": reps,
+    }
     warm = time.perf_counter()
     list(propagate(ours_net, frames[:3], mask, size=-1, precision=case.precision))
     row["ours_warmup_s"] = time.perf_counter() - warm
@@ -227,10 +281,13 @@ def run_case(case: Case, ours_net: Any, up_net: Any, core_cls: type, reps: int,
         row["upstream_runs_ms"] = up_ms
         row["ratio"] = row["upstream_ms_per_frame"] / row["ours_ms_per_frame"]
         row["agreement_pct"] = agreement_pct(up_out, our_out)
-    print(f"  {case.precision} {case.height}x{case.width} {case.objects} obj "
-          f"({case.frames} frames): upstream {B.fmt(row.get('upstream_ms_per_frame'))} ms, "
-          f"ours {row['ours_ms_per_frame']:.1f} ms, ratio {B.fmt(row.get('ratio'), 2)}x, "
-          f"agreement {B.fmt(row.get('agreement_pct'), 3)}%", flush=True)
+    print(
+        f"  {case.precision} {case.height}x{case.width} {case.objects} obj "
+        f"({case.frames} frames): upstream {B.fmt(row.get('upstream_ms_per_frame'))} ms, "
+        f"ours {row['ours_ms_per_frame']:.1f} ms, ratio {B.fmt(row.get('ratio'), 2)}x, "
+        f"agreement {B.fmt(row.get('agreement_pct'), 3)}%",
+        flush=True,
+    )
     return row
 
 
@@ -239,9 +296,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if path is None:
         raise SystemExit(HOW_TO_GET)
     plan = QUICK if args.quick else FULL
-    plan = Plan(plan.sizes, plan.objects, tuple(args.precisions or plan.precisions),
-                {k: max(3, round(n * args.frames_scale)) for k, n in plan.frames.items()},
-                args.reps or plan.reps)
+    plan = Plan(
+        plan.sizes,
+        plan.objects,
+        tuple(args.precisions or plan.precisions),
+        {k: max(3, round(n * args.frames_scale)) for k, n in plan.frames.items()},
+        args.reps or plan.reps,
+    )
     out = B.out_path(NAME, args.quick, args.out)
     threads = machine.use_all_cores()
     reference_on_path()
@@ -254,8 +315,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     xmem_cls, core_cls = import_upstream(path)
     weights = xmem_weights()
     ours_net = load_network(weights, device="cpu")
-    up_net = upstream_network(xmem_cls, torch.load(weights, map_location="cpu",
-                                                   weights_only=True))
+    up_net = upstream_network(xmem_cls, torch.load(weights, map_location="cpu", weights_only=True))
     rows = []
     clips: dict[tuple[int, int, int], Any] = {}
     done = {case_key(r) for r in earlier_rows(out)} if args.resume else set()
@@ -265,9 +325,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             continue
         key = (case.height, case.width, case.objects)
         if key not in clips:
-            clips[key] = synthetic.make_clip(num_frames=max(plan.frames.values()),
-                                              height=case.height, width=case.width,
-                                              ids=IDS[:case.objects], seed=0)
+            clips[key] = synthetic.make_clip(
+                num_frames=max(plan.frames.values()),
+                height=case.height,
+                width=case.width,
+                ids=IDS[: case.objects],
+                seed=0,
+            )
         rows.append(run_case(case, ours_net, up_net, core_cls, plan.reps, clips[key]))
         rows[-1]["command"] = B.shown_command()
         # after every case: a run cut short still leaves its numbers
@@ -275,8 +339,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result(args, plan, path, threads, rows, out)
 
 
-def result(args: argparse.Namespace, plan: Plan, path: Path, threads: int,
-           rows: list[dict], out: Path) -> dict[str, Any]:
+def result(
+    args: argparse.Namespace, plan: Plan, path: Path, threads: int, rows: list[dict], out: Path
+) -> dict[str, Any]:
     """This run's JSON; with ``--keep-other-rows`` also the rows already in ``out`` for the
     cases this run did not measure (so fp32 and bf16, or a resumed run, share one file)."""
     from xmem.conv import kernel_choices
@@ -286,8 +351,12 @@ def result(args: argparse.Namespace, plan: Plan, path: Path, threads: int,
         rows = [r for r in earlier_rows(out) if case_key(r) not in measured] + rows
         rows.sort(key=lambda r: (r["precision"] != "fp32", r["height"], r["objects"]))
     return {
-        "plan": {"sizes": plan.sizes, "objects": plan.objects, "precisions": plan.precisions,
-                 "reps": plan.reps},
+        "plan": {
+            "sizes": plan.sizes,
+            "objects": plan.objects,
+            "precisions": plan.precisions,
+            "reps": plan.reps,
+        },
         "upstream_path": str(path),
         "upstream_commit": upstream_commit(path),
         "cpu_model": machine.cpu_model(),
@@ -317,8 +386,13 @@ def upstream_commit(path: Path) -> str | None:
     import subprocess
 
     try:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -335,78 +409,135 @@ def cpu_has_native_bf16() -> bool:
 
 # ---------------------------------------------------------------- rendering
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    headers = ["precision", "frame (HxW)", "objects", "frames", "reps", "upstream ms/frame",
-               "ours ms/frame", "upstream / ours", "pixel agreement %"]
-    rows = [[r["precision"], f"{r['height']}x{r['width']}", r["objects"], r["frames"], r["reps"],
-             B.fmt(r.get("upstream_ms_per_frame")) if "upstream_error" not in r
-             else f"failed: {r['upstream_error'][:60]}",
-             r["ours_ms_per_frame"], B.fmt(r.get("ratio"), 2) + ("x" if "ratio" in r else ""),
-             B.fmt(r.get("agreement_pct"), 3)] for r in data["rows"]]
+    headers = [
+        "precision",
+        "frame (HxW)",
+        "objects",
+        "frames",
+        "reps",
+        "upstream ms/frame",
+        "ours ms/frame",
+        "upstream / ours",
+        "pixel agreement %",
+    ]
+    rows = [
+        [
+            r["precision"],
+            f"{r['height']}x{r['width']}",
+            r["objects"],
+            r["frames"],
+            r["reps"],
+            B.fmt(r.get("upstream_ms_per_frame"))
+            if "upstream_error" not in r
+            else f"failed: {r['upstream_error'][:60]}",
+            r["ours_ms_per_frame"],
+            B.fmt(r.get("ratio"), 2) + ("x" if "ratio" in r else ""),
+            B.fmt(r.get("agreement_pct"), 3),
+        ]
+        for r in data["rows"]
+    ]
     return headers, rows
 
 
 def print_tables(data: dict[str, Any]) -> None:
-    print(f"CPU: {data['cpu_model']} (native bf16: {data['cpu_bf16']}), "
-          f"{data['torch_threads']} torch threads")
+    print(
+        f"CPU: {data['cpu_model']} (native bf16: {data['cpu_bf16']}), "
+        f"{data['torch_threads']} torch threads"
+    )
     B.print_table(TITLE, *table_rows(data))
 
 
 def render(data: dict[str, Any]) -> str:
     """Markdown section for RESULTS.md."""
-    bf16 = ("native" if data["cpu_bf16"] else
-            "not native on this CPU: PyTorch emulates it in fp32 arithmetic, so bf16 "
-            "timings here say nothing about a CPU with AVX512-BF16 or AMX")
+    bf16 = (
+        "native"
+        if data["cpu_bf16"]
+        else "not native on this CPU: PyTorch emulates it in fp32 arithmetic, so bf16 "
+        "timings here say nothing about a CPU with AVX512-BF16 or AMX"
+    )
     measured = {case_key(r) for r in data["rows"]}
-    missing = [f"{p} {h}x{w} {k} obj" for p in FULL.precisions if not data["quick"]
-               for (h, w) in data["plan"]["sizes"] for k in data["plan"]["objects"]
-               if (p, h, w, k) not in measured]
+    missing = [
+        f"{p} {h}x{w} {k} obj"
+        for p in FULL.precisions
+        if not data["quick"]
+        for (h, w) in data["plan"]["sizes"]
+        for k in data["plan"]["objects"]
+        if (p, h, w, k) not in measured
+    ]
     choices = data.get("kernel_choices", {})
     counts: dict[str, int] = {}
     for kernel in choices.values():
         counts[kernel] = counts.get(kernel, 0) + 1
-    return "\n\n".join([
-        f"**CPU: {data['cpu_model']}**, {data['torch_threads']} torch threads; bf16 {bf16}. "
-        f"Upstream: `{data['upstream_path']}` at commit "
-        f"`{data.get('upstream_commit') or 'unknown (not a git work tree)'}`. Load average "
-        f"(1/5/15 min) when written: "
-        f"{'/'.join(map(str, data.get('machine', {}).get('load_average', [])))} (above ~0.5 "
-        "on these cores means other work shared them: absolute times are then pessimistic, "
-        "and only the interleaved ratios compare).",
-        B.markdown_table(*table_rows(data)),
-        *([f"**Not measured yet:** {', '.join(missing)} (the run was stopped first; "
-           "finish it with `--keep-other-rows --resume`)."] if missing else []),
-        "How measured: synthetic clips (`synthetic.make_clip`, seed 0, ids "
-        f"{', '.join(map(str, IDS))}) made at the working size, so neither side resizes or "
-        "pads; the XMem recipe weights (random, same shapes as XMem.pth) loaded strictly into "
-        "both; upstream's `InferenceCore.step` in its eval.py loop (fp32, or each step under "
-        "`torch.autocast('cpu', torch.bfloat16)`) against our `propagate(size=-1, "
-        "precision=...)` defaults. After a 3-frame warm-up of each (ours measures its "
-        "convolution kernels there), upstream and ours run alternately, "
-        "*reps* times each; ms/frame = (clip time − first frame) / (frames − 1), "
-        "median of the runs; ratio = upstream / ours. Fewer frames for 3 objects, 480p and "
-        "bf16 keep the run in budget (nothing is skipped). Pixel agreement compares the last "
-        "runs' masks; random weights make near-ties common, so bf16 agreement is low by "
-        "nature and says nothing of trained-weight accuracy. Kernels chosen by measurement in "
-        f"this run: {', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'} "
-        "(convolution shapes).",
-    ])
+    return "\n\n".join(
+        [
+            f"**CPU: {data['cpu_model']}**, {data['torch_threads']} torch threads; bf16 {bf16}. "
+            f"Upstream: `{data['upstream_path']}` at commit "
+            f"`{data.get('upstream_commit') or 'unknown (not a git work tree)'}`. Load average "
+            f"(1/5/15 min) when written: "
+            f"{'/'.join(map(str, data.get('machine', {}).get('load_average', [])))} (above ~0.5 "
+            "on these cores means other work shared them: absolute times are then pessimistic, "
+            "and only the interleaved ratios compare).",
+            B.markdown_table(*table_rows(data)),
+            *(
+                [
+                    f"**Not measured yet:** {', '.join(missing)} (the run was stopped first; "
+                    "finish it with `--keep-other-rows --resume`)."
+                ]
+                if missing
+                else []
+            ),
+            "How measured: synthetic clips (`synthetic.make_clip`, seed 0, ids "
+            f"{', '.join(map(str, IDS))}) made at the working size, so neither side resizes or "
+            "pads; the XMem recipe weights (random, same shapes as XMem.pth) loaded strictly into "
+            "both; upstream's `InferenceCore.step` in its eval.py loop (fp32, or each step under "
+            "`torch.autocast('cpu', torch.bfloat16)`) against our `propagate(size=-1, "
+            "precision=...)` defaults. After a 3-frame warm-up of each (ours measures its "
+            "convolution kernels there), upstream and ours run alternately, "
+            "*reps* times each; ms/frame = (clip time − first frame) / (frames − 1), "
+            "median of the runs; ratio = upstream / ours. Fewer frames for 3 objects, 480p and "
+            "bf16 keep the run in budget (nothing is skipped). Pixel agreement compares the last "
+            "runs' masks; random weights make near-ties common, so bf16 agreement is low by "
+            "nature and says nothing of trained-weight accuracy. Kernels chosen by measurement in "
+            f"this run: {', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'} "
+            "(convolution shapes).",
+        ]
+    )
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--upstream", default=None,
-                        help="path of an hkchengrex/XMem checkout (default: $XMEM_UPSTREAM)")
-    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=None,
-                        help="only these precisions (default both)")
-    parser.add_argument("--reps", type=int, default=None,
-                        help="alternating repetitions per case (default 2)")
-    parser.add_argument("--keep-other-rows", action="store_true",
-                        help="keep the rows of other precisions already in the results file")
-    parser.add_argument("--resume", action="store_true",
-                        help="skip the cases already in the results file (with "
-                             "--keep-other-rows: finish a run that was cut short)")
-    parser.add_argument("--frames-scale", type=float, default=1.0,
-                        help="multiply every case's frame count (at least 3 frames each): "
-                             "fit a slower machine's budget without dropping a case")
+    parser.add_argument(
+        "--upstream",
+        default=None,
+        help="path of an hkchengrex/XMem checkout (default: $XMEM_UPSTREAM)",
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=("fp32", "bf16"),
+        default=None,
+        help="only these precisions (default both)",
+    )
+    parser.add_argument(
+        "--reps", type=int, default=None, help="alternating repetitions per case (default 2)"
+    )
+    parser.add_argument(
+        "--keep-other-rows",
+        action="store_true",
+        help="keep the rows of other precisions already in the results file",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the cases already in the results file (with "
+        "--keep-other-rows: finish a run that was cut short)",
+    )
+    parser.add_argument(
+        "--frames-scale",
+        type=float,
+        default=1.0,
+        help="multiply every case's frame count (at least 3 frames each): "
+        "fit a slower machine's budget without dropping a case",
+    )
 
 
 if __name__ == "__main__":

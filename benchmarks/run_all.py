@@ -42,12 +42,24 @@ SECTIONS = {
     "sam2": ("bench_sam2", "8. SAM 2.1 on the CPU (reference_sam2)"),
 }
 # Order of the runs: the memory benchmark adapts its lengths to the budget left, so it is last.
-RUN_ORDER = ("tracker", "serving", "protocol", "template", "container", "xmem_upstream",
-             "sam2", "xmem_memory")
+RUN_ORDER = (
+    "tracker",
+    "serving",
+    "protocol",
+    "template",
+    "container",
+    "xmem_upstream",
+    "sam2",
+    "xmem_memory",
+)
 # Benchmarks that need something the repository does not ship: the environment variable
 # that points to it, and how to get it. Without it they are skipped (their section says so).
-NEEDS_ENV = {"xmem_upstream": ("XMEM_UPSTREAM", "git clone https://github.com/hkchengrex/XMem "
-                                                "PATH, then XMEM_UPSTREAM=PATH")}
+NEEDS_ENV = {
+    "xmem_upstream": (
+        "XMEM_UPSTREAM",
+        "git clone https://github.com/hkchengrex/XMem PATH, then XMEM_UPSTREAM=PATH",
+    )
+}
 # Budget of the benchmarks that adapt: a share of the whole budget for the tracker (only its
 # optional 3-object comparison can be cut), whatever is left for the memory benchmark.
 BUDGET_SHARE = {"tracker": 0.4}
@@ -78,8 +90,9 @@ def run_one(name: str, quick: bool, budget_s: float | None) -> dict[str, Any]:
         command.append("--quick")
     if budget_s is not None:
         command += ["--budget-s", f"{max(MIN_BUDGET_S, budget_s):.0f}"]
-    print(f"\n=== {title} ({' '.join(Path(c).name if '/' in c else c for c in command)})",
-          flush=True)
+    print(
+        f"\n=== {title} ({' '.join(Path(c).name if '/' in c else c for c in command)})", flush=True
+    )
     began = time.perf_counter()
     code = subprocess.run(command, cwd=REPO_ROOT, check=False).returncode
     wall = time.perf_counter() - began
@@ -90,11 +103,14 @@ def run_one(name: str, quick: bool, budget_s: float | None) -> dict[str, Any]:
 def header(args: argparse.Namespace, status: dict, load_before: list, began: float) -> str:
     """Machine, versions, date and command of this run, and how long each part took."""
     info, versions = machine.machine_info(), machine.versions()
-    command = "make bench  # = .venv/bin/python benchmarks/run_all.py" if not args.argv else (
-        ".venv/bin/python benchmarks/run_all.py " + " ".join(args.argv))
+    command = (
+        "make bench  # = .venv/bin/python benchmarks/run_all.py"
+        if not args.argv
+        else (".venv/bin/python benchmarks/run_all.py " + " ".join(args.argv))
+    )
     lines = [
-        "# Benchmarks" + (" (quick smoke run: tiny sizes, numbers mean nothing)"
-                          if args.quick else ""),
+        "# Benchmarks"
+        + (" (quick smoke run: tiny sizes, numbers mean nothing)" if args.quick else ""),
         "",
         f"- **Date:** {machine.now_iso()}",
         f"- **Command:** `{command}`",
@@ -107,9 +123,13 @@ def header(args: argparse.Namespace, status: dict, load_before: list, began: flo
         f"- **Wall time of this run:** {(time.perf_counter() - began) / 60:.1f} min",
     ]
     if status:
-        lines += ["", B.markdown_table(
-            ["benchmark", "exit code", "minutes"],
-            [[name, s["exit_code"], B.fmt(s["wall_s"] / 60, 1)] for name, s in status.items()])]
+        lines += [
+            "",
+            B.markdown_table(
+                ["benchmark", "exit code", "minutes"],
+                [[name, s["exit_code"], B.fmt(s["wall_s"] / 60, 1)] for name, s in status.items()],
+            ),
+        ]
     return "\n".join(lines)
 
 
@@ -119,11 +139,14 @@ def section(name: str, quick: bool, status: dict) -> str:
     data = B.load_result(name, quick)
     lines = [f"## {title}"]
     if name in status and status[name]["exit_code"] != 0:
-        lines.append(f"**FAILED** (exit code {status[name]['exit_code']}); see the console "
-                     "output of the run.")
+        lines.append(
+            f"**FAILED** (exit code {status[name]['exit_code']}); see the console "
+            "output of the run."
+        )
     if data is None:
-        lines.append("Not measured yet: run `.venv/bin/python benchmarks/run_all.py --only "
-                     f"{name}`.")
+        lines.append(
+            f"Not measured yet: run `.venv/bin/python benchmarks/run_all.py --only {name}`."
+        )
         return "\n\n".join(lines)
     date, command = data.get("date", "unknown date"), data.get("command", "?")
     if name not in status:
@@ -136,14 +159,29 @@ def section(name: str, quick: bool, status: dict) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes; writes results-quick/ and RESULTS-quick.md")
-    parser.add_argument("--only", action="append", choices=list(SECTIONS), metavar="NAME",
-                        help=f"run only this benchmark (repeatable): {', '.join(SECTIONS)}")
-    parser.add_argument("--render-only", action="store_true",
-                        help="run nothing: re-render RESULTS.md from results/*.json")
-    parser.add_argument("--budget-min", type=float, default=45.0,
-                        help="minutes the whole run may take (the memory benchmark adapts)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes; writes results-quick/ and RESULTS-quick.md",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(SECTIONS),
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="run nothing: re-render RESULTS.md from results/*.json",
+    )
+    parser.add_argument(
+        "--budget-min",
+        type=float,
+        default=45.0,
+        help="minutes the whole run may take (the memory benchmark adapts)",
+    )
     args = parser.parse_args(argv)
     args.argv = argv
     return args

@@ -79,12 +79,14 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 def add_budget_arg(parser: argparse.ArgumentParser, what: str) -> None:
     """``--budget-s`` of the benchmarks that adapt to the time ``run_all.py`` gives them."""
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help=f"seconds this benchmark may take ({what})")
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help=f"seconds this benchmark may take ({what})"
+    )
 
 
-def parser_for(doc: str | None, add_args: Callable[[argparse.ArgumentParser], None] | None = None
-               ) -> argparse.ArgumentParser:
+def parser_for(
+    doc: str | None, add_args: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.ArgumentParser:
     """The argument parser of a benchmark: its docstring's first line, the common
     arguments, then its own."""
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
@@ -94,8 +96,12 @@ def parser_for(doc: str | None, add_args: Callable[[argparse.ArgumentParser], No
     return parser
 
 
-def record(name: str, args: argparse.Namespace, data: dict[str, Any],
-           print_tables: Callable[[dict[str, Any]], None]) -> Path:
+def record(
+    name: str,
+    args: argparse.Namespace,
+    data: dict[str, Any],
+    print_tables: Callable[[dict[str, Any]], None],
+) -> Path:
     """Print the tables, write the JSON (``--out`` or ``results[-quick]/<name>.json``)."""
     print_tables(data)
     path = out_path(name, args.quick, args.out)
@@ -164,14 +170,19 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print a plain aligned table for the console (first column left, the rest right)."""
     cells = [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     print(f"\n{title}")
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for row in cells:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     sys.stdout.flush()
 
 

@@ -75,8 +75,10 @@ def machine_info() -> dict[str, Any]:
 def machine_line() -> str:
     """``machine_info`` as one line of prose."""
     info = machine_info()
-    return (f"{info['cpu_model']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, "
-            f"{info['platform']}, Python {platform.python_version()}")
+    return (
+        f"{info['cpu_model']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, "
+        f"{info['platform']}, Python {platform.python_version()}"
+    )
 
 
 def versions() -> dict[str, str]:

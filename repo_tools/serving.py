@@ -26,8 +26,15 @@ PLACEHOLDER_ADDRESS = "http://127.0.0.1:9"  # discard port: a call would fail at
 PLACEHOLDER_TOKEN = "placeholder-token-of-repo-tools"
 XMEM_WEIGHTS = CACHE_DIR / "xmem-recipe-v1.pth"
 # Never copied with the reference app: local state, caches, weights.
-COPY_IGNORED = (".venv", "__pycache__", ".ruff_cache", ".pytest_cache", ".hypothesis", "*.pth",
-                "out")
+COPY_IGNORED = (
+    ".venv",
+    "__pycache__",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".hypothesis",
+    "*.pth",
+    "out",
+)
 
 
 def serve_env(

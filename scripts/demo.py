@@ -51,8 +51,10 @@ def sample_clips(sample: Path) -> list[DemoClip]:
     for video in evaluate.find_videos(sample):
         by_stem = {path.stem: path for path in video.annotations}
         frames = [evaluate.read_frame(path) for path in video.images]
-        truth = [evaluate.read_label(by_stem[path.stem]) if path.stem in by_stem else None
-                 for path in video.images]
+        truth = [
+            evaluate.read_label(by_stem[path.stem]) if path.stem in by_stem else None
+            for path in video.images
+        ]
         clips.append(DemoClip(video.name, frames, truth))
     return clips
 
@@ -79,8 +81,10 @@ def scores(tracked: list[np.ndarray], clip: DemoClip) -> dict[str, float]:
     gts = [clip.truth[0], *(clip.truth[i] for i in scored)]
     preds = [tracked[0], *(tracked[i] for i in scored)]
     first = [clip.truth[0]] * len(gts)
-    result = {"J": synthetic.mean_j(preds, gts, clip.ids),
-              "copy": synthetic.mean_j(first, gts, clip.ids)}
+    result = {
+        "J": synthetic.mean_j(preds, gts, clip.ids),
+        "copy": synthetic.mean_j(first, gts, clip.ids),
+    }
     for obj_id in clip.ids:
         result[f"J_{obj_id}"] = synthetic.mean_j(preds, gts, [obj_id])
     return result
@@ -99,11 +103,16 @@ def track_clip(base_url: str, clip: DemoClip, out: Path) -> dict:
     found = scores(tracked, clip)
     height, width = first.shape
     per_object = ", ".join(f"{i}: {found[f'J_{i}']:.3f}" for i in clip.ids) if found else ""
-    score_text = (f"J {found['J']:.3f} (objects {per_object}; copying the first mask "
-                  f"{found['copy']:.3f})" if found else "no ground truth after frame 0")
-    print(f"{clip.name}: {len(clip.frames)} frames of {width}x{height}, ids {clip.ids}: "
-          f"{score_text} in {seconds:.2f} s\n  {repo_relative(gif)}\n  {repo_relative(sheet)}",
-          flush=True)
+    score_text = (
+        f"J {found['J']:.3f} (objects {per_object}; copying the first mask {found['copy']:.3f})"
+        if found
+        else "no ground truth after frame 0"
+    )
+    print(
+        f"{clip.name}: {len(clip.frames)} frames of {width}x{height}, ids {clip.ids}: "
+        f"{score_text} in {seconds:.2f} s\n  {repo_relative(gif)}\n  {repo_relative(sheet)}",
+        flush=True,
+    )
     return {
         "frames": len(clip.frames),
         "size": [height, width],
@@ -117,10 +126,17 @@ def track_clip(base_url: str, clip: DemoClip, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "demo",
-                        help="where the app, the overlays and demo.json go")
-    parser.add_argument("--synthetic", action="store_true",
-                        help="track synthetic clips instead of the app's bundled sample")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "out" / "demo",
+        help="where the app, the overlays and demo.json go",
+    )
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="track synthetic clips instead of the app's bundled sample",
+    )
     args = parser.parse_args(argv)
     out: Path = args.out.resolve()
 
@@ -135,13 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     log = out / "server.log"
     results = {}
     with served(app, env, log) as server:
-        print(f"serving {server.base_url} (started in {server.startup_s:.1f} s, log "
-              f"{repo_relative(log)}); tracking {len(clips)} clips of {source}", flush=True)
+        print(
+            f"serving {server.base_url} (started in {server.startup_s:.1f} s, log "
+            f"{repo_relative(log)}); tracking {len(clips)} clips of {source}",
+            flush=True,
+        )
         for clip in clips:
             results[clip.name] = track_clip(server.base_url, clip, out)
     summary = out / "demo.json"
-    summary.write_text(json.dumps({"source": source, "clips": results}, indent=2) + "\n",
-                       encoding="utf-8")
+    summary.write_text(
+        json.dumps({"source": source, "clips": results}, indent=2) + "\n", encoding="utf-8"
+    )
     print(f"overlays: {repo_relative(out / 'overlays')}\nsummary: {repo_relative(summary)}")
     return 0
 

@@ -40,18 +40,36 @@ ANSWER_EXAMPLES = 40  # max_examples of tests/test_answers_fuzz.py
 NO_TESTS = 5  # pytest's exit code when nothing was selected
 
 
-def pytest_run(cwd: Path, args: list[str], junit: Path, env: dict[str, str] | None = None
-               ) -> dict[str, Any]:
+def pytest_run(
+    cwd: Path, args: list[str], junit: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run pytest with this interpreter; counts per outcome, time, the passed cases and the
     failures (first line of each message) from its JUnit XML."""
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               f"--junitxml={junit}", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+        *args,
+    ]
     print(f"\n$ (cd {cwd}) {' '.join(command[1:])}", flush=True)
     code = subprocess.run(command, cwd=cwd, env=env, check=False).returncode
     counts: dict[str, Any] = {"exit_code": code, "args": args}
     if not junit.is_file():  # pytest did not get as far as a report (usage error, crash)
-        return {**counts, "tests": 0, "failures": 0, "errors": 1, "skipped": 0, "passed": 0,
-                "time_s": 0.0, "cases": [], "failed": [f"no JUnit report (exit {code})"]}
+        return {
+            **counts,
+            "tests": 0,
+            "failures": 0,
+            "errors": 1,
+            "skipped": 0,
+            "passed": 0,
+            "time_s": 0.0,
+            "cases": [],
+            "failed": [f"no JUnit report (exit {code})"],
+        }
     root = ET.parse(junit).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     for key in ("tests", "failures", "errors", "skipped"):
@@ -60,8 +78,9 @@ def pytest_run(cwd: Path, args: list[str], junit: Path, env: dict[str, str] | No
     counts["time_s"] = round(sum(float(suite.get("time", 0.0)) for suite in suites), 1)
     counts["cases"], counts["failed"] = [], []
     for case in root.iter("testcase"):
-        outcome = next((child for child in case
-                        if child.tag in ("failure", "error", "skipped")), None)
+        outcome = next(
+            (child for child in case if child.tag in ("failure", "error", "skipped")), None
+        )
         if outcome is None:
             counts["cases"].append(case.get("name"))
         elif outcome.tag != "skipped":
@@ -79,8 +98,9 @@ def passed_of(run: dict[str, Any]) -> str:
 
 
 def render(load: dict, runs: dict[str, dict], long: bool, raw: Path) -> str:
-    server_run, protocol, faults, answers = (runs[k] for k in
-                                             ("server", "protocol", "weight_faults", "answers"))
+    server_run, protocol, faults, answers = (
+        runs[k] for k in ("server", "protocol", "weight_faults", "answers")
+    )
     lines = [
         "# Reliability report",
         "",
@@ -151,8 +171,12 @@ def render(load: dict, runs: dict[str, dict], long: bool, raw: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--long", action="store_true", help="also run the long variants")
-    parser.add_argument("--report", type=Path, default=REPORT,
-                        help="markdown report to write (reliability.json goes beside it)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=REPORT,
+        help="markdown report to write (reliability.json goes beside it)",
+    )
     args = parser.parse_args(argv)
     report: Path = args.report.resolve()
     raw_path = report.with_name(RAW_NAME)
@@ -163,22 +187,27 @@ def main(argv: list[str] | None = None) -> int:
         app = bake(tmp_path / "app")
         numbers = tmp_path / "numbers.json"
         env = {**os.environ, "RELIABILITY_RESULTS": str(numbers)}
-        runs["server"] = pytest_run(app.root, ["-m", "reliability", *long_option],
-                                    tmp_path / "server.xml", env)
-        runs["protocol"] = pytest_run(app.root, ["-m", "protocol", *long_option],
-                                      tmp_path / "protocol.xml")
-        runs["weight_faults"] = pytest_run(RUNTIME_DIR, ["tests/test_weights.py"],
-                                           tmp_path / "faults.xml")
-        runs["answers"] = pytest_run(REPO_ROOT, ["tests/test_answers_fuzz.py"],
-                                     tmp_path / "answers.xml")
+        runs["server"] = pytest_run(
+            app.root, ["-m", "reliability", *long_option], tmp_path / "server.xml", env
+        )
+        runs["protocol"] = pytest_run(
+            app.root, ["-m", "protocol", *long_option], tmp_path / "protocol.xml"
+        )
+        runs["weight_faults"] = pytest_run(
+            RUNTIME_DIR, ["tests/test_weights.py"], tmp_path / "faults.xml"
+        )
+        runs["answers"] = pytest_run(
+            REPO_ROOT, ["tests/test_answers_fuzz.py"], tmp_path / "answers.xml"
+        )
         load = json.loads(numbers.read_text(encoding="utf-8")) if numbers.exists() else {}
     raw = {"server": load, **{f"{name}_run": run for name, run in runs.items()}}
     report.parent.mkdir(parents=True, exist_ok=True)
     raw_path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     report.write_text(render(load, runs, args.long, raw_path), encoding="utf-8")
     print("\n" + report.read_text(encoding="utf-8"))
-    bad = [name for name, run in runs.items()
-           if run["exit_code"] not in (0, NO_TESTS) or failed(run)]
+    bad = [
+        name for name, run in runs.items() if run["exit_code"] not in (0, NO_TESTS) or failed(run)
+    ]
     if bad:
         print(f"failed: {', '.join(bad)}", file=sys.stderr)
     return 1 if bad else 0

@@ -31,9 +31,7 @@ def owned_python(project: BakedProject) -> dict[str, int]:
     package = project.context["__package_name"]
     files = [root / "src" / "main.py", *(root / "src" / package).rglob("*.py")]
     files += (root / "tests").rglob("*.py")
-    return {
-        p.relative_to(root).as_posix(): len(p.read_text("utf-8").splitlines()) for p in files
-    }
+    return {p.relative_to(root).as_posix(): len(p.read_text("utf-8").splitlines()) for p in files}
 
 
 @pytest.mark.parametrize("answers", [{}, {"starter_model": "stub"}], ids=["default", "stub"])

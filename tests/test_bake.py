@@ -153,14 +153,15 @@ def test_python_compiles_and_passes_ruff(baked: BakedProject) -> None:
         check=False,
     )
     assert compiled.returncode == 0, compiled.stdout + compiled.stderr
-    ruff = subprocess.run(
-        [str(BIN / "ruff"), "check", "--no-cache", "src", "tests"],
-        cwd=baked.path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+    for command in (["check"], ["format", "--check"]):  # a new app starts formatted
+        ruff = subprocess.run(
+            [str(BIN / "ruff"), *command, "--no-cache", "src", "tests"],
+            cwd=baked.path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert ruff.returncode == 0, ruff.stdout + ruff.stderr
 
 
 def test_requirements_pin_the_answers(baked: BakedProject) -> None:

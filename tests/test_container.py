@@ -365,8 +365,14 @@ def track_async_against_platform_stand_in(
             ).json()
             for row in answer["pending_results"]:
                 info = dict(zip(FigureInfo._fields, row, strict=True))
-                pulled.append({"frame": info["frame_index"], "objectId": info["object_id"],
-                               "geometryType": info["geometry_type"], "geometry": info["geometry"]})
+                pulled.append(
+                    {
+                        "frame": info["frame_index"],
+                        "objectId": info["object_id"],
+                        "geometryType": info["geometry_type"],
+                        "geometry": info["geometry"],
+                    }
+                )
             if answer["finished"] and not answer["pending_results"]:
                 assert answer["exception"] is None, answer["exception"]
                 assert answer["progress"]["current"] == frames, answer["progress"]

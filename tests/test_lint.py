@@ -1,5 +1,7 @@
-"""The repository's own Python passes ruff: template tooling, the runtime (linted for Python
-3.10, the CUDA images' python3) and the reference apps (each with its own, generated config)."""
+"""The repository's own Python passes ruff, lint and format alike: template tooling, the
+runtime (linted for Python 3.10, the CUDA images' python3) and the reference apps (each with
+its own, generated config; their rendered files are formatted because the template renders
+formatted code, see test_bake)."""
 
 from __future__ import annotations
 
@@ -25,9 +27,10 @@ RUFF = Path(sys.executable).parent / "ruff"
     ],
     ids=["template-tooling", "runtime", "reference_xmem", "reference_sam2"],
 )
-def test_ruff_passes(folder: str, targets: list[str]) -> None:
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
+def test_ruff_passes(folder: str, targets: list[str], command: list[str]) -> None:
     done = subprocess.run(
-        [str(RUFF), "check", "--no-cache", *targets],
+        [str(RUFF), *command, "--no-cache", *targets],
         cwd=REPO_ROOT / folder,
         capture_output=True,
         text=True,

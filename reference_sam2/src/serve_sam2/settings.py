@@ -14,7 +14,7 @@ from __future__ import annotations
 from sly_vos import AppSettings
 
 SETTINGS = AppSettings(
-    model_name='SAM 2.1',
+    model_name="SAM 2.1",
     app_slug="serve-sam2",
     package="serve_sam2",
     app_version="1.0.0",

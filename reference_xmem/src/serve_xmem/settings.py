@@ -14,11 +14,11 @@ from __future__ import annotations
 from sly_vos import AppSettings
 
 SETTINGS = AppSettings(
-    model_name='XMem',
+    model_name="XMem",
     app_slug="serve-xmem",
     package="serve_xmem",
     app_version="1.0.0",
-    weights_url='https://github.com/hkchengrex/XMem/releases/download/v1.0/XMem.pth',
+    weights_url="https://github.com/hkchengrex/XMem/releases/download/v1.0/XMem.pth",
     weights_sha256=None,
     weights_filename="XMem.pth",
     env_prefix="SERVE_XMEM",
