@@ -333,7 +333,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 seed=0,
             )
         rows.append(run_case(case, ours_net, up_net, core_cls, plan.reps, clips[key]))
-        rows[-1]["command"] = B.shown_command()
+        rows[-1].update(command=B.shown_command(), date=machine.now_iso())
         # after every case: a run cut short still leaves its numbers
         B.write_result(out, NAME, args.quick, result(args, plan, path, threads, rows, out))
     return result(args, plan, path, threads, rows, out)
@@ -447,6 +447,24 @@ def print_tables(data: dict[str, Any]) -> None:
     B.print_table(TITLE, *table_rows(data))
 
 
+def why_missing(data: dict[str, Any]) -> str:
+    """Why cases are missing: a stopped run, or bf16 emulated so slowly that the rest would
+    take hours (said with the slowest upstream bf16 row measured)."""
+    resume = "finish it with `--keep-other-rows --resume`"
+    emulated = [
+        r for r in data["rows"] if r["precision"] == "bf16" and "upstream_ms_per_frame" in r
+    ]
+    if data["cpu_bf16"] or not emulated:
+        return f"the run was stopped first; {resume}"
+    slowest = max(emulated, key=lambda r: r["upstream_ms_per_frame"])
+    return (
+        f"stopped on purpose: bf16 is emulated on this CPU and upstream took "
+        f"{slowest['upstream_ms_per_frame'] / 1000:,.0f} s/frame at "
+        f"{slowest['height']}x{slowest['width']} with {slowest['objects']} object(s), so the "
+        f"rest would take hours; on a CPU with native bf16, {resume}"
+    )
+
+
 def render(data: dict[str, Any]) -> str:
     """Markdown section for RESULTS.md."""
     bf16 = (
@@ -479,13 +497,12 @@ def render(data: dict[str, Any]) -> str:
             "and only the interleaved ratios compare).",
             B.markdown_table(*table_rows(data)),
             *(
-                [
-                    f"**Not measured yet:** {', '.join(missing)} (the run was stopped first; "
-                    "finish it with `--keep-other-rows --resume`)."
-                ]
+                [f"**Not measured yet:** {', '.join(missing)} ({why_missing(data)})."]
                 if missing
                 else []
             ),
+            "Rows may come from different runs: each row's command (and date, for rows measured "
+            "since 2026-12-05 20:00) is in `results/xmem_upstream.json`.",
             "How measured: synthetic clips (`synthetic.make_clip`, seed 0, ids "
             f"{', '.join(map(str, IDS))}) made at the working size, so neither side resizes or "
             "pads; the XMem recipe weights (random, same shapes as XMem.pth) loaded strictly into "
