@@ -40,6 +40,7 @@ SECTIONS = {
     "container": ("bench_container", "6. Docker images of the generated apps"),
     "xmem_upstream": ("bench_xmem_upstream", "7. XMem vs upstream XMem on CPU"),
     "sam2": ("bench_sam2", "8. SAM 2.1 on the CPU (reference_sam2)"),
+    "cuda": ("bench_cuda", "9. On a GPU: XMem and SAM 2.1 tiny, fp32 vs fp16"),
 }
 # Order of the runs: the memory benchmark adapts its lengths to the budget left, so it is last.
 RUN_ORDER = (
@@ -50,6 +51,7 @@ RUN_ORDER = (
     "container",
     "xmem_upstream",
     "sam2",
+    "cuda",
     "xmem_memory",
 )
 # Benchmarks that need something the repository does not ship: the environment variable
@@ -60,6 +62,8 @@ NEEDS_ENV = {
         "git clone https://github.com/hkchengrex/XMem PATH, then XMEM_UPSTREAM=PATH",
     )
 }
+# Benchmarks that need a GPU: skipped (their section says so) where torch sees none.
+NEEDS_CUDA = frozenset({"cuda"})
 # Budget of the benchmarks that adapt: a share of the whole budget for the tracker (only its
 # optional 3-object comparison can be cut), whatever is left for the memory benchmark.
 BUDGET_SHARE = {"tracker": 0.4}
@@ -77,6 +81,12 @@ def budget_for(name: str, total_s: float, left_s: float) -> float | None:
     if name == LEFTOVER_BUDGET:
         return left_s
     return None
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a GPU, asked in a child process (this script imports no torch)."""
+    probe = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
+    return subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
 
 
 def run_one(name: str, quick: bool, budget_s: float | None) -> dict[str, Any]:
@@ -144,8 +154,9 @@ def section(name: str, quick: bool, status: dict) -> str:
             "output of the run."
         )
     if data is None:
+        where = " on a machine with a CUDA GPU" if name in NEEDS_CUDA else ""
         lines.append(
-            f"Not measured yet: run `.venv/bin/python benchmarks/run_all.py --only {name}`."
+            f"Not measured yet: run `.venv/bin/python benchmarks/run_all.py --only {name}`{where}."
         )
         return "\n\n".join(lines)
     date, command = data.get("date", "unknown date"), data.get("command", "?")
@@ -196,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         if name in chosen and not os.environ.get(variable):
             print(f"skipping {name}: ${variable} is not set ({how})", flush=True)
             chosen.remove(name)
+    if not args.render_only and NEEDS_CUDA & set(chosen) and not cuda_available():
+        print(f"skipping {', '.join(sorted(NEEDS_CUDA))}: torch sees no CUDA device", flush=True)
+        chosen = [name for name in chosen if name not in NEEDS_CUDA]
     if args.render_only:
         chosen = []
     status: dict[str, dict[str, Any]] = {}
