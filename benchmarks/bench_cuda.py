@@ -79,11 +79,6 @@ def timed_masks(masks: Iterator[np.ndarray], sync: Callable[[], None]) -> dict[s
     return {"masks": out, "fps": (len(out) - 1) / later if later > 0 else None}
 
 
-def agreement_pct(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    same = sum(int(np.count_nonzero(x == y)) for x, y in zip(a[1:], b[1:], strict=True))
-    return 100.0 * same / max(1, sum(int(x.size) for x in a[1:]))
-
-
 def run_model(
     name: str,
     run: Callable[[list[np.ndarray], np.ndarray, str], Iterator[np.ndarray]],
@@ -106,7 +101,7 @@ def run_model(
         peak = torch.cuda.max_memory_allocated() if cuda else None
         rows.append({"model": name, "precision": precision, **result, "peak_gpu_bytes": peak})
         print(f"  {name} {precision}: {B.fmt(result['fps'], 2)} fps", flush=True)
-    agree = agreement_pct(masks["fp32"], masks[half_of(device)])
+    agree = B.agreement_pct(masks["fp32"], masks[half_of(device)])
     for row in rows:
         row["agreement_with_fp32_pct"] = agree
     return {"rows": rows}

@@ -227,13 +227,6 @@ def per_frame(masks: Iterator[np.ndarray]) -> tuple[float, float, list[np.ndarra
     return first, later * 1000, out
 
 
-def agreement_pct(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    """Pixel agreement of frames after the annotated one."""
-    same = sum(int(np.count_nonzero(x == y)) for x, y in zip(a[1:], b[1:], strict=True))
-    total = sum(int(x.size) for x in a[1:])
-    return 100.0 * same / total if total else 100.0
-
-
 def run_case(
     case: Case, ours_net: Any, up_net: Any, core_cls: type, reps: int, clip: Any
 ) -> dict[str, Any]:
@@ -280,7 +273,7 @@ def run_case(
         row["upstream_ms_per_frame"] = B.median(up_ms)
         row["upstream_runs_ms"] = up_ms
         row["ratio"] = row["upstream_ms_per_frame"] / row["ours_ms_per_frame"]
-        row["agreement_pct"] = agreement_pct(up_out, our_out)
+        row["agreement_pct"] = B.agreement_pct(up_out, our_out)
     print(
         f"  {case.precision} {case.height}x{case.width} {case.objects} obj "
         f"({case.frames} frames): upstream {B.fmt(row.get('upstream_ms_per_frame'))} ms, "

@@ -135,6 +135,16 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+def agreement_pct(a: Sequence[Any], b: Sequence[Any]) -> float:
+    """Percent of pixels two runs' masks share, over the frames after the annotated one
+    (frame 0 is the input mask in both)."""
+    import numpy as np
+
+    same = sum(int(np.count_nonzero(x == y)) for x, y in zip(a[1:], b[1:], strict=True))
+    total = sum(int(x.size) for x in a[1:])
+    return 100.0 * same / total if total else 100.0
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
