@@ -337,7 +337,10 @@ def result(
 ) -> dict[str, Any]:
     """This run's JSON; with ``--keep-other-rows`` also the rows already in ``out`` for the
     cases this run did not measure (so fp32 and bf16, or a resumed run, share one file)."""
+    import torch
+
     from xmem.conv import kernel_choices
+    from xmem.schedule import native
 
     if args.keep_other_rows:
         measured = {case_key(r) for r in rows}
@@ -353,7 +356,7 @@ def result(
         "upstream_path": str(path),
         "upstream_commit": upstream_commit(path),
         "cpu_model": machine.cpu_model(),
-        "cpu_bf16": cpu_has_native_bf16(),
+        "cpu_bf16": native(torch.bfloat16, "cpu"),
         "torch_threads": threads,
         "rows": rows,
         "kernel_choices": kernel_choices(),
@@ -389,15 +392,6 @@ def upstream_commit(path: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether the CPU flags (Linux) name an instruction set with bf16 arithmetic."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "bf16"))
 
 
 # ---------------------------------------------------------------- rendering

@@ -373,6 +373,38 @@ def test_argmax_channels_matches_argmax_with_ties():
 
 
 # ---------------------------------------------------------------------- precision
+def test_emulated_low_precision_is_named_once(monkeypatch, caplog):
+    """bf16 asked on a CPU without it in hardware: one warning naming the precision and
+    the way out, then silence; native bf16 and fp32 say nothing."""
+    from xmem import schedule
+
+    monkeypatch.setattr(schedule, "_warned", set())
+    monkeypatch.setitem(schedule._CPU_NATIVE, torch.bfloat16, lambda: False)
+    caplog.set_level("WARNING", logger="xmem.schedule")
+    assert schedule.warn_if_emulated("bf16", "cpu") is False
+    assert schedule.warn_if_emulated("bf16", "cpu") is False
+    [record] = caplog.records
+    assert "'bf16'" in record.getMessage() and "no native bfloat16" in record.getMessage()
+    assert "'fp32' or 'auto'" in record.getMessage()
+    caplog.clear()
+    assert schedule.warn_if_emulated("fp32", "cpu") and schedule.warn_if_emulated("auto", "cpu")
+    monkeypatch.setitem(schedule._CPU_NATIVE, torch.bfloat16, lambda: True)
+    monkeypatch.setattr(schedule, "_warned", set())
+    assert schedule.warn_if_emulated("bf16", "cpu") is True
+    assert caplog.records == []
+
+
+def test_a_failing_native_probe_counts_as_emulated(monkeypatch):
+    from xmem import schedule
+
+    def missing() -> bool:
+        raise AttributeError("_is_mkldnn_bf16_supported")  # an older or unusual build
+
+    monkeypatch.setitem(schedule._CPU_NATIVE, torch.bfloat16, missing)
+    assert schedule.native(torch.bfloat16, "cpu") is False
+    assert schedule.native(None, "cpu") and schedule.native(torch.float32, "cpu")
+
+
 def test_precision_names_and_what_auto_means():
     from xmem.schedule import Schedule, autocast_dtype
 

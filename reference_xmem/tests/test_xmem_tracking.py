@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from xmem import XMemNetwork, network_from_state_dict, segment_video
+from xmem import XMemNetwork, network_from_state_dict, schedule, segment_video
 from xmem.conv import fast_convs
 from xmem.inference import (
     EncodedFrame,
@@ -276,6 +276,21 @@ def test_bf16_runs_the_whole_path_and_tracks_like_fp32_where_upstream_was_sure(n
     assert _confident_agreement(out, golden) >= 0.75
 
 
+def test_app_warns_at_start_up_when_its_precision_would_be_emulated(monkeypatch, caplog, tmp_path):
+    """SERVE_XMEM_PRECISION=bf16 on a CPU without native bf16: the warning comes when the
+    model loads (the operator reads the log then), not at the first request."""
+    from serve_xmem import model
+
+    monkeypatch.setenv(model.PRECISION_ENV, "bf16")
+    monkeypatch.setattr(schedule, "_warned", set())
+    monkeypatch.setitem(schedule._CPU_NATIVE, torch.bfloat16, lambda: False)
+    caplog.set_level("WARNING", logger="xmem.schedule")
+    tracker = model.Tracker(model.make_test_weights(tmp_path), "cpu")
+    [record] = caplog.records
+    assert "'bf16'" in record.getMessage() and "emulates" in record.getMessage()
+    assert tracker.session_info()["compute_dtype_native"] is False
+
+
 def test_unknown_precision_refused(net, golden):
     with pytest.raises(ValueError, match="precision must be one of"):
         segment_video(net, golden["frames"][:2], golden["first_mask"], precision="fp8")
@@ -294,6 +309,13 @@ def test_app_reads_and_reports_its_precision(monkeypatch, net):
     assert model.precision_from_env() == "auto"
     tracker = object.__new__(model.Tracker)  # no weights file: only the reporting is tested
     tracker.network, tracker.precision = net, "auto"
-    assert tracker.session_info() == {"precision": "auto", "compute_dtype": "float32"}
+    fp32 = {"precision": "auto", "compute_dtype": "float32", "compute_dtype_native": True}
+    assert tracker.session_info() == fp32
     tracker.precision = "bf16"
-    assert tracker.session_info() == {"precision": "bf16", "compute_dtype": "bfloat16"}
+    for has_bf16 in (True, False):  # as on a Xeon with AMX, and on an AVX2-only CPU
+        monkeypatch.setitem(schedule._CPU_NATIVE, torch.bfloat16, lambda v=has_bf16: v)
+        assert tracker.session_info() == {
+            "precision": "bf16",
+            "compute_dtype": "bfloat16",
+            "compute_dtype_native": has_bf16,
+        }

@@ -12,7 +12,7 @@ import numpy as np
 from sly_vos.checkpoints import Checkpoint
 from xmem import load_network, propagate
 from xmem.recipe import write_recipe_weights
-from xmem.schedule import PRECISIONS, autocast_dtype
+from xmem.schedule import PRECISIONS, autocast_dtype, native, warn_if_emulated
 
 from .settings import SETTINGS
 
@@ -62,6 +62,10 @@ class Tracker:
         self.precision = precision_from_env()
         self.device = device
         self.network = load_network(weights_path, device=device)
+        warn_if_emulated(self.precision, self._device_type())  # at start-up, not at 1st track
+
+    def _device_type(self) -> str:
+        return next(self.network.parameters()).device.type
 
     def track(self, frames: Iterable[np.ndarray], label_mask: np.ndarray) -> Iterator[np.ndarray]:
         """frames: HxWx3 uint8 RGB, read as XMem goes; label_mask: HxW uint8 ids 1..K. Yields
@@ -72,13 +76,15 @@ class Tracker:
         )
 
     def session_info(self) -> dict[str, Any]:
-        """Extra ``/get_session_info`` fields: the precision asked for and what it means on
-        this device."""
-        device_type = next(self.network.parameters()).device.type
+        """Extra ``/get_session_info`` fields: the precision asked for, what it means on
+        this device, and whether the device computes it natively (emulated bf16 on a CPU
+        without AVX512-BF16 / AMX is many times slower than fp32)."""
+        device_type = self._device_type()
         dtype = autocast_dtype(self.precision, device_type)
         return {
             "precision": self.precision,
             "compute_dtype": "float32" if dtype is None else str(dtype).removeprefix("torch."),
+            "compute_dtype_native": native(dtype, device_type),
         }
 
 

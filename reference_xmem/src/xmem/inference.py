@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .conv import fast_convs
 from .memory import MemoryManager
 from .network import XMemNetwork, aggregate
-from .schedule import KEY_CHUNK, Schedule
+from .schedule import KEY_CHUNK, Schedule, warn_if_emulated
 
 DEFAULT_CONFIG: dict[str, int | bool] = {
     "top_k": 30,
@@ -415,6 +415,7 @@ def propagate(
         schedule = Schedule.for_device(
             device.type, precision, batch_keys=batch_keys, key_chunk=key_chunk, fast_ops=fast_ops
         )
+    warn_if_emulated(schedule.precision, device.type)
     mask = np.asarray(input_mask)
     if mask.ndim != 2:
         raise ValueError(f"input_mask must be HxW, got shape {mask.shape}")

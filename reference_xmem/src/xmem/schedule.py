@@ -10,6 +10,8 @@ standing in for fp16).
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +19,15 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 KEY_CHUNK = 8  # frames per batched key-encoder pass: bounded memory on long videos
+log = logging.getLogger("xmem.schedule")
+# oneDNN's own answer to "does this CPU compute the dtype in hardware" (AVX512-BF16 / AMX
+# for bf16, AVX512-FP16 / AMX-FP16 for fp16): the check its convolutions act on. A probe
+# that fails (an older or unusual build) counts as emulated: the warning errs on caution.
+_CPU_NATIVE: dict[torch.dtype, Callable[[], bool]] = {
+    torch.bfloat16: lambda: bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    torch.float16: lambda: bool(torch.ops.mkldnn._is_mkldnn_fp16_supported()),
+}
+_warned: set[tuple[str, str]] = set()
 
 
 def autocast_dtype(precision: str, device_type: str) -> torch.dtype | None:
@@ -31,6 +42,41 @@ def autocast_dtype(precision: str, device_type: str) -> torch.dtype | None:
     if precision == "auto":
         return torch.float16 if device_type == "cuda" else None
     return _DTYPES[precision]
+
+
+def native(dtype: torch.dtype | None, device_type: str) -> bool:
+    """Whether this machine computes `dtype` (None = fp32) in hardware. On a CPU without
+    it PyTorch emulates bf16/fp16: same results, many times slower than fp32."""
+    if dtype is None or dtype == torch.float32:
+        return True
+    if device_type == "cuda":
+        return dtype != torch.bfloat16 or torch.cuda.is_bf16_supported()
+    if device_type == "cpu" and dtype in _CPU_NATIVE:
+        try:
+            return _CPU_NATIVE[dtype]()
+        except (AttributeError, RuntimeError):
+            return False
+    return True  # other devices: nothing known to warn about
+
+
+def warn_if_emulated(precision: str, device_type: str) -> bool:
+    """Log once per process (per precision and device type) when `precision` would be
+    emulated here; the user opted into it for speed and would get the opposite. Returns
+    whether it is native."""
+    dtype = autocast_dtype(precision, device_type)
+    if native(dtype, device_type):
+        return True
+    if (precision, device_type) not in _warned:
+        _warned.add((precision, device_type))
+        log.warning(
+            "precision %r: this %s has no native %s, so PyTorch emulates it, many times "
+            "slower than fp32 (XMEM.md has figures); use 'fp32' or 'auto' here%s",
+            precision,
+            "GPU" if device_type == "cuda" else device_type.upper(),
+            str(dtype).removeprefix("torch."),
+            ", or a CPU with AVX512-BF16 / AMX" if device_type == "cpu" else "",
+        )
+    return False
 
 
 @dataclass(frozen=True)
