@@ -14,9 +14,8 @@ Usage: ``python benchmarks/bench_cuda.py [--device cuda] [--frames N] [--out FIL
 ``--quick --device cpu`` is a dry run of the code path on a machine without a GPU (bf16
 stands in for fp16 there, tiny sizes, numbers mean nothing). Without CUDA and without
 ``--device cpu`` it stops with one line. ``make bench`` runs it where torch sees a GPU. On a
-machine without ``make setup`` (a lent GPU box with its own torch), run it from the repository
-root with ``PYTHONPATH=.`` so that ``repo_tools`` imports, then
-``benchmarks/run_all.py --render-only`` for RESULTS.md section 9.
+lent GPU machine with its own torch (no ``make setup``), ``scripts/device_check.sh`` is the
+whole check: ``prepare`` here, ``run`` there (it also renders RESULTS.md section 9).
 """
 
 from __future__ import annotations
