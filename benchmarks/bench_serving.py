@@ -119,8 +119,6 @@ def measure_case(subject: Subject, base_url: str, case: Case) -> dict[str, Any]:
         seconds, local = B.timed(lambda: run_tracker(subject.tracker, frames, first))
         local_times.append(seconds)
     wall, inproc = B.median(walls), B.median(local_times)
-    differing = sum(int(np.count_nonzero(a != b)) for a, b in zip(served_masks, local, strict=True))
-    total = sum(int(m.size) for m in local)
     row = {
         "app": subject.label,
         "height": case.height,
@@ -138,7 +136,7 @@ def measure_case(subject: Subject, base_url: str, case: Case) -> dict[str, Any]:
         "overhead_ms": (wall - inproc) * 1000,
         "overhead_pct": 100 * (wall - inproc) / inproc,
         "answer_decode_ms": decode_s * 1000,
-        "agreement_pct": 100.0 * (1 - differing / total),
+        "agreement_pct": B.agreement_pct(local, served_masks),
     }
     print(
         f"  {subject.label} {case.height}x{case.width} {case.fmt}: request "
