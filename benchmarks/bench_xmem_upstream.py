@@ -288,6 +288,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     path = upstream_path(args.upstream)
     if path is None:
         raise SystemExit(HOW_TO_GET)
+    if args.exclude_kernels and args.out is None:
+        raise SystemExit("--exclude-kernels needs --out FILE: its rows are not the default path's")
+    reference_on_path()
+    from xmem.conv import excluded_kernels
+
+    with excluded_kernels(args.exclude_kernels or ()):
+        return measure(args, path)
+
+
+def measure(args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """Every planned case, upstream and ours alternately (see `run_case`)."""
     plan = QUICK if args.quick else FULL
     plan = Plan(
         plan.sizes,
@@ -357,6 +368,7 @@ def result(
         "upstream_commit": upstream_commit(path),
         "cpu_model": machine.cpu_model(),
         "cpu_bf16": native(torch.bfloat16, "cpu"),
+        "excluded_kernels": sorted(args.exclude_kernels or ()),
         "torch_threads": threads,
         "rows": rows,
         "kernel_choices": kernel_choices(),
@@ -482,6 +494,14 @@ def render(data: dict[str, Any]) -> str:
             f"{'/'.join(map(str, data.get('machine', {}).get('load_average', [])))} (above ~0.5 "
             "on these cores means other work shared them: absolute times are then pessimistic, "
             "and only the interleaved ratios compare).",
+            *(
+                [
+                    f"**Kernels excluded from our side in this run:** "
+                    f"{', '.join(data['excluded_kernels'])} (not the default path)."
+                ]
+                if data.get("excluded_kernels")
+                else []
+            ),
             B.markdown_table(*table_rows(data)),
             *(
                 [f"**Not measured yet:** {', '.join(missing)} ({why_missing(data)})."]
@@ -509,6 +529,14 @@ def render(data: dict[str, Any]) -> str:
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exclude-kernels",
+        nargs="+",
+        default=None,
+        metavar="KERNEL",
+        help="never offer these convolution kernels to our side (e.g. nnpack "
+        "nnpack_per_image: ours as on a CPU where NNPACK loses); needs --out",
+    )
     parser.add_argument(
         "--upstream",
         default=None,

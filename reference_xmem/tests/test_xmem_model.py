@@ -199,20 +199,76 @@ def test_shared_image_fusion_matches_concatenation():
 
 
 # ------------------------------------------------------- convolution kernels, measured
-@pytest.mark.skipif(not nnpack_available(), reason="this PyTorch build has no NNPACK")
 def test_every_3x3_kernel_computes_the_same_convolution():
     torch.manual_seed(0)
     conv = Conv2d(24, 16, 3, padding=1).eval()
     x = torch.randn(2, 24, 40, 48)
+    nnpack = {"nnpack", "nnpack_per_image"} if nnpack_available() else set()
     with torch.inference_mode():
         direct = F.conv2d(x, conv.weight, conv.bias, padding=1)
         options = candidates(x, conv.weight, conv.bias, (1, 1), (1, 1), (1, 1), 1)
-        assert set(options) == {"direct", "channels_last", "nnpack", "nnpack_per_image"}
+        assert set(options) == {"direct", "channels_last", "winograd"} | nnpack
         outputs = {name: fn() for name, fn in options.items()}
-    assert not torch.equal(outputs["nnpack"], direct)  # really another algorithm ...
+    for other in {"winograd"} | nnpack:
+        assert not torch.equal(outputs[other], direct)  # really another algorithm ...
     for name, out in outputs.items():
         assert out.shape == direct.shape and out.is_contiguous(), name
         assert torch.allclose(out, direct, rtol=1e-4, atol=1e-4), name  # ... same convolution
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 3, 1, 1), (2, 5, 7, 3), (3, 16, 13, 18), (1, 8, 4, 4), (1, 4, 33, 2)],
+    ids=["1x1", "7x3", "13x18", "one-tile", "33x2"],
+)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("band_floats", [None, 1], ids=["one-band", "a-band-per-row"])
+def test_winograd_is_the_same_convolution_at_any_size(monkeypatch, shape, bias, band_floats):
+    """Sizes that are not whole 4x4 tiles, single pixels, and the banded pass."""
+    from xmem import winograd
+
+    if band_floats is not None:
+        monkeypatch.setattr(winograd, "BAND_FLOATS", band_floats)
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64).float()
+    weight = torch.randn(6, shape[1], 3, 3) / (shape[1] * 9) ** 0.5
+    b = torch.randn(6) if bias else None
+    exact = F.conv2d(x.double(), weight.double(), None if b is None else b.double(), padding=1)
+    out = winograd.conv3x3(x, weight, b)
+    assert out.shape == exact.shape and out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.allclose(out.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+def test_winograd_is_offered_only_where_it_computes_the_convolution():
+    """fp32 stride-1 'same' 3x3 only; not under bf16 autocast, nor where the transformed
+    filter would pass its memory bound (it is rebuilt per call, never cached)."""
+    from xmem import winograd
+
+    x, w = torch.randn(1, 8, 6, 6), torch.randn(8, 8, 3, 3)
+    plain = ((1, 1), (1, 1), (1, 1), 1)
+    with torch.inference_mode():
+        assert "winograd" in candidates(x, w, None, *plain)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert "winograd" not in candidates(x, w, None, *plain)
+        assert "winograd" not in candidates(x.double(), w.double(), None, *plain)
+    assert winograd.eligible(x, w, *plain)
+    assert not winograd.eligible(x, w, (2, 2), (1, 1), (1, 1), 1)
+    assert not winograd.eligible(x, w, (1, 1), (0, 0), (1, 1), 1)
+    wide = torch.empty(1024, 512, 3, 3)  # 36 x 1024 x 512 > MAX_FILTER_FLOATS
+    assert not winograd.eligible(torch.empty(1, 512, 4, 4), wide, *plain)
+
+
+def test_excluded_kernels_are_not_offered_but_direct_always_is():
+    from xmem.conv import excluded_kernels
+
+    x, w = torch.randn(1, 8, 6, 6), torch.randn(8, 8, 3, 3)
+    plain = ((1, 1), (1, 1), (1, 1), 1)
+    with excluded_kernels(["winograd", "nnpack", "nnpack_per_image", "direct"]):
+        assert set(candidates(x, w, None, *plain)) == {"direct", "channels_last"}
+    assert "winograd" in candidates(x, w, None, *plain)  # context left: offered again
+    with pytest.raises(ValueError, match="unknown kernel.*'winograd2'.*known: direct"):
+        with excluded_kernels(["winograd2"]):
+            pass
 
 
 def test_1x1_kernels_include_a_matrix_product():

@@ -101,8 +101,8 @@ def test_fast_path_matches_plain_loop(net, golden):
     plain = segment_video(net, frames, mask, size=-1, batch_keys=False, fast_ops=False)
     batched = segment_video(net, frames, mask, size=-1, batch_keys=True, key_chunk=8)
     # Batched and Winograd convs round differently (oneDNN picks kernels by batch size;
-    # NNPACK transforms) and the sparse readout sums in another order, so near-tie pixels can flip;
-    # pixels with a clear margin must agree.
+    # Winograd transforms) and the sparse readout sums in another order, so near-tie pixels
+    # can flip; pixels with a clear margin must agree.
     diff = [a != b for a, b in zip(plain, batched, strict=True)]
     assert np.array_equal(plain[0], batched[0])
     assert sum(int(d.sum()) for d in diff) <= 0.001 * n * mask.size
@@ -110,6 +110,30 @@ def test_fast_path_matches_plain_loop(net, golden):
     for run in (plain, batched):
         p = _parity(run, golden, range(1, n))
         assert p["code4_mismatches"] == 0 and p["worst_frame"] >= 0.99, p
+
+
+@pytest.mark.parametrize("kernel", ["winograd", "nnpack", "channels_last", "direct"])
+def test_golden_parity_whichever_kernel_the_machine_picks(monkeypatch, net, golden, kernel):
+    """The tuner's choice depends on the CPU, so each kernel is forced in turn (wherever it
+    is offered) for the whole network: every choice must meet the parity criteria."""
+    from xmem import conv
+
+    if kernel == "nnpack" and not conv.nnpack_available():
+        pytest.skip("this PyTorch build has no NNPACK")
+    monkeypatch.setattr(conv, "TUNER", conv.KernelTuner())
+    forced: list[str] = []
+
+    def run(key, candidates):
+        name = kernel if kernel in candidates else "direct"
+        forced.append(name)
+        return candidates[name]()
+
+    monkeypatch.setattr(conv.TUNER, "run", run)
+    n = 12
+    out = segment_video(net, golden["frames"][:n], golden["first_mask"], size=-1)
+    assert kernel in forced
+    p = _parity(out, golden, range(1, n))
+    assert p["code4_mismatches"] == 0 and p["worst_frame"] >= 0.99, p
 
 
 # ---------------------------------------------------------------- padding / resizing

@@ -5,7 +5,8 @@ Convolutions are most of XMem's CPU time (ResNet trunks, fusion blocks, decoder)
 kernels compute the same convolution: oneDNN's direct convolution on NCHW (PyTorch's
 default), the same on channels-last tensors, NNPACK's Winograd / FFT transforms (stride-1
 3x3, fp32; it ships in the standard x86-64 and ARM wheels) on the whole batch or image by
-image, and for 1x1 convolutions a plain matrix product. Which is fastest depends on the
+image, our own Winograd F(4x4, 3x3) on the CPU's BLAS (`winograd.py`; stride-1 3x3, fp32),
+and for 1x1 convolutions a plain matrix product. Which is fastest depends on the
 CPU and the shape, so under `fast_convs()` the first call of each shape times the eligible
 candidates and keeps the fastest for the process (`kernels.KernelTuner`; choices are logged
 once on the ``xmem.kernels`` logger and listed by `kernel_choices()`). Candidates differ
@@ -21,24 +22,30 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import winograd
 from .kernels import KernelTuner
 
 _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("xmem_fast_convs", default=False)
+_EXCLUDED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "xmem_excluded_kernels", default=frozenset()
+)
 _NNPACK = bool(getattr(torch, "_nnpack_available", lambda: False)())
 TUNER = KernelTuner()  # this process's measured choices
-DIRECT, CHANNELS_LAST, NNPACK, NNPACK_PER_IMAGE, GEMM = (
+DIRECT, CHANNELS_LAST, NNPACK, NNPACK_PER_IMAGE, WINOGRAD, GEMM = (
     "direct",
     "channels_last",
     "nnpack",
     "nnpack_per_image",
+    "winograd",
     "gemm",
 )
+KERNELS = (DIRECT, CHANNELS_LAST, NNPACK, NNPACK_PER_IMAGE, WINOGRAD, GEMM)
 
 
 def nnpack_available() -> bool:
@@ -55,6 +62,21 @@ def fast_convs(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _ENABLED.reset(token)
+
+
+@contextlib.contextmanager
+def excluded_kernels(names: Iterable[str]) -> Iterator[None]:
+    """In this context, never offer these kernels (the direct one always stays): how a
+    benchmark shows what the measured choice gives on a CPU where, say, NNPACK loses."""
+    names = frozenset(names)
+    unknown = names - set(KERNELS)
+    if unknown:
+        raise ValueError(f"unknown kernel(s) {sorted(unknown)}; known: {', '.join(KERNELS)}")
+    token = _EXCLUDED.set(names - {DIRECT})
+    try:
+        yield
+    finally:
+        _EXCLUDED.reset(token)
 
 
 def kernel_choices() -> dict[str, str]:
@@ -129,6 +151,8 @@ def candidates(
                 )
 
             found[NNPACK_PER_IMAGE] = nnpack_per_image
+    if fp32 and winograd.eligible(x, weight, stride, padding, dilation, groups):
+        found[WINOGRAD] = lambda: winograd.conv3x3(x, weight, bias)
     if (
         fp32
         and plain
@@ -145,7 +169,8 @@ def candidates(
             return out.reshape(b, -1, h, w)
 
         found[GEMM] = gemm
-    return found
+    excluded = _EXCLUDED.get()
+    return {name: fn for name, fn in found.items() if name not in excluded}
 
 
 def _eligible(x: torch.Tensor) -> bool:

@@ -1,0 +1,108 @@
+"""3x3 convolutions by Winograd's minimal filtering, F(4x4, 3x3), built on matrix products.
+
+Each 4x4 block of output needs 36 multiplications per channel pair instead of direct
+convolution's 144 (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+2016). Written as four matrix products (input tiles, the per-position channel product,
+output tiles, plus the filter transform) it runs on the BLAS of whatever CPU serves it, so
+it stays fast where NNPACK's Winograd loses to oneDNN's direct convolution (AVX-512 CPUs)
+and where NNPACK's batched path is slow (several objects at once). It is one more candidate
+that `conv.py` times per shape; nothing picks it without measuring.
+
+Memory stays bounded: the filter transform is recomputed on every call (one small product;
+cached, it would hold four times the weights of every 3x3 convolution, about 900 MB for
+XMem), convolutions whose transformed filter would pass MAX_FILTER_FLOATS are left to the
+other kernels, and the tiles go through the products in bands of tile rows of at most
+BAND_FLOATS per buffer. Results differ from direct convolution by float rounding only
+(~1e-5 relative).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+TILE = 4  # output block side; the input block is TILE + 2
+MAX_FILTER_FLOATS = 1 << 24  # 64 MB of transformed filter (36 x C x O): C x O <= 466k
+BAND_FLOATS = 1 << 23  # 32 MB per tile buffer (36 x tiles x channels) in one pass
+# The F(4x4, 3x3) transforms, from the interpolation points 0, +-1, +-2 and infinity.
+_BT = (
+    (4, 0, -5, 0, 1, 0),
+    (0, -4, -4, 1, 1, 0),
+    (0, 4, -4, -1, 1, 0),
+    (0, -2, -1, 2, 1, 0),
+    (0, 2, -1, -2, 1, 0),
+    (0, 4, 0, -5, 0, 1),
+)
+_G = (
+    (1 / 4, 0, 0),
+    (-1 / 6, -1 / 6, -1 / 6),
+    (-1 / 6, 1 / 6, -1 / 6),
+    (1 / 24, 1 / 12, 1 / 6),
+    (1 / 24, -1 / 12, 1 / 6),
+    (0, 0, 1),
+)
+_AT = (
+    (1, 1, 1, 1, 1, 0),
+    (0, 1, -1, 2, -2, 0),
+    (0, 1, 1, 4, 4, 0),
+    (0, 1, -1, 8, -8, 1),
+)
+
+
+def _kron(rows: tuple[tuple[float, ...], ...]) -> torch.Tensor:
+    """M (x) M: applies M on both sides of a tile flattened row-major, as one product."""
+    m = torch.tensor(rows, dtype=torch.float64)
+    return torch.kron(m, m).float()
+
+
+_INPUT = _kron(_BT)  # [36, 36]
+_FILTER = _kron(_G)  # [36, 9]
+_OUTPUT = _kron(_AT)  # [16, 36]
+
+
+def eligible(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...] | str,
+    dilation: tuple[int, ...],
+    groups: int,
+) -> bool:
+    """Whether `conv3x3` computes this convolution: fp32 4-D, 3x3, stride 1, 'same' padding."""
+    return (
+        x.dim() == 4
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and tuple(weight.shape[-2:]) == (3, 3)
+        and tuple(stride) == (1, 1)
+        and tuple(padding) == (1, 1)
+        and tuple(dilation) == (1, 1)
+        and groups == 1
+        and 36 * weight.shape[0] * weight.shape[1] <= MAX_FILTER_FLOATS
+    )
+
+
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`F.conv2d(x, weight, bias, padding=1)` for x [N, C, H, W], weight [O, C, 3, 3]."""
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    th, tw = -(-h // TILE), -(-w // TILE)
+    u = (_FILTER.to(x.device) @ weight.reshape(o * c, 9).t()).view(36, o, c).transpose(1, 2)
+    # Tiles of TILE + 2 overlapping by 2, over the input padded by 1 (and up to whole tiles).
+    padded = F.pad(x, (1, TILE * tw + 1 - w, 1, TILE * th + 1 - h))
+    tiles = padded.unfold(2, TILE + 2, TILE).unfold(3, TILE + 2, TILE)  # [N, C, th, tw, 6, 6]
+    out = torch.empty((n, o, TILE * th, TILE * tw), dtype=x.dtype, device=x.device)
+    rows = max(1, BAND_FLOATS // (36 * n * tw * max(c, o)))
+    for r0 in range(0, th, rows):
+        r1 = min(th, r0 + rows)
+        band = tiles[:, :, r0:r1].permute(4, 5, 0, 2, 3, 1).reshape(36, -1)
+        v = (_INPUT.to(x.device) @ band).view(36, -1, c)  # [36, N*band tiles, C]
+        m = torch.bmm(v, u)  # [36, N*band tiles, O]: the channel sums per tile position
+        y = (_OUTPUT.to(x.device) @ m.view(36, -1)).view(TILE, TILE, n, r1 - r0, tw, o)
+        out[:, :, TILE * r0 : TILE * r1] = y.permute(2, 5, 3, 0, 4, 1).reshape(
+            n, o, TILE * (r1 - r0), TILE * tw
+        )
+    out = out[:, :, :h, :w]
+    if bias is not None:
+        return out + bias.view(1, -1, 1, 1)
+    return out.contiguous()
