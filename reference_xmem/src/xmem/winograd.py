@@ -4,9 +4,9 @@ Each 4x4 block of output needs 36 multiplications per channel pair instead of di
 convolution's 144 (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
 2016). Written as four matrix products (input tiles, the per-position channel product,
 output tiles, plus the filter transform) it runs on the BLAS of whatever CPU serves it, so
-it stays fast where NNPACK's Winograd loses to oneDNN's direct convolution (AVX-512 CPUs)
-and where NNPACK's batched path is slow (several objects at once). It is one more candidate
-that `conv.py` times per shape; nothing picks it without measuring.
+it does not hang on NNPACK, which lost to oneDNN's direct convolution on an AVX-512 Xeon
+and whose batched path is slow (several objects at once). It is one more candidate that
+`conv.py` times per shape; nothing picks it without measuring.
 
 Memory stays bounded: the filter transform is recomputed on every call (one small product;
 cached, it would hold four times the weights of every 3x3 convolution, about 900 MB for
