@@ -251,11 +251,11 @@ def test_winograd_is_offered_only_where_it_computes_the_convolution():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert "winograd" not in candidates(x, w, None, *plain)
         assert "winograd" not in candidates(x.double(), w.double(), None, *plain)
-    assert winograd.eligible(x, w, *plain)
-    assert not winograd.eligible(x, w, (2, 2), (1, 1), (1, 1), 1)
-    assert not winograd.eligible(x, w, (1, 1), (0, 0), (1, 1), 1)
+    assert "winograd" not in candidates(x, w, None, (2, 2), (1, 1), (1, 1), 1)
+    assert "winograd" not in candidates(x, w, None, (1, 1), (0, 0), (1, 1), 1)
     wide = torch.empty(1024, 512, 3, 3)  # 36 x 1024 x 512 > MAX_FILTER_FLOATS
-    assert not winograd.eligible(torch.empty(1, 512, 4, 4), wide, *plain)
+    assert not winograd.fits(wide) and winograd.fits(w)
+    assert "winograd" not in candidates(torch.empty(1, 512, 4, 4), wide, None, *plain)
 
 
 def test_excluded_kernels_are_not_offered_but_direct_always_is():

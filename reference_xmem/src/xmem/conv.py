@@ -114,6 +114,13 @@ def candidates(
         return found
     fp32 = _compute_dtype(x) == torch.float32 and weight.dtype == torch.float32
     plain = not isinstance(padding, str) and tuple(dilation) == (1, 1) and groups == 1
+    # stride-1 "same" 3x3: what both Winograd kernels (NNPACK's and ours) compute
+    same_3x3 = (
+        plain
+        and tuple(weight.shape[-2:]) == (3, 3)
+        and tuple(stride) == (1, 1)
+        and tuple(padding) == (1, 1)
+    )
 
     def channels_last() -> torch.Tensor:
         xc = x.contiguous(memory_format=torch.channels_last)
@@ -121,14 +128,7 @@ def candidates(
         return F.conv2d(xc, wc, bias, stride, padding, dilation, groups).contiguous()
 
     found[CHANNELS_LAST] = channels_last
-    if (
-        _NNPACK
-        and fp32
-        and plain
-        and tuple(weight.shape[-2:]) == (3, 3)
-        and tuple(stride) == (1, 1)
-        and tuple(padding) == (1, 1)
-    ):
+    if _NNPACK and fp32 and same_3x3:
 
         def nnpack() -> torch.Tensor:
             return torch._nnpack_spatial_convolution(
@@ -151,7 +151,7 @@ def candidates(
                 )
 
             found[NNPACK_PER_IMAGE] = nnpack_per_image
-    if fp32 and winograd.eligible(x, weight, stride, padding, dilation, groups):
+    if fp32 and same_3x3 and winograd.fits(weight):
         found[WINOGRAD] = lambda: winograd.conv3x3(x, weight, bias)
     if (
         fp32

@@ -60,33 +60,17 @@ _FILTER = _kron(_G)  # [36, 9]
 _OUTPUT = _kron(_AT)  # [16, 36]
 
 
-def eligible(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    stride: tuple[int, ...],
-    padding: tuple[int, ...] | str,
-    dilation: tuple[int, ...],
-    groups: int,
-) -> bool:
-    """Whether `conv3x3` computes this convolution: fp32 4-D, 3x3, stride 1, 'same' padding."""
-    return (
-        x.dim() == 4
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and tuple(weight.shape[-2:]) == (3, 3)
-        and tuple(stride) == (1, 1)
-        and tuple(padding) == (1, 1)
-        and tuple(dilation) == (1, 1)
-        and groups == 1
-        and 36 * weight.shape[0] * weight.shape[1] <= MAX_FILTER_FLOATS
-    )
+def fits(weight: torch.Tensor) -> bool:
+    """Whether the transformed filter (36 x C x O, rebuilt per call) stays in its bound."""
+    return 36 * weight.shape[0] * weight.shape[1] <= MAX_FILTER_FLOATS
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`F.conv2d(x, weight, bias, padding=1)` for x [N, C, H, W], weight [O, C, 3, 3]."""
+    """`F.conv2d(x, weight, bias, padding=1)` for fp32 x [N, C, H, W], weight [O, C, 3, 3]."""
     n, c, h, w = x.shape
     o = weight.shape[0]
     th, tw = -(-h // TILE), -(-w // TILE)
+    to_tiles, from_tiles = _INPUT.to(x.device), _OUTPUT.to(x.device)
     u = (_FILTER.to(x.device) @ weight.reshape(o * c, 9).t()).view(36, o, c).transpose(1, 2)
     # Tiles of TILE + 2 overlapping by 2, over the input padded by 1 (and up to whole tiles).
     padded = F.pad(x, (1, TILE * tw + 1 - w, 1, TILE * th + 1 - h))
@@ -96,9 +80,9 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     for r0 in range(0, th, rows):
         r1 = min(th, r0 + rows)
         band = tiles[:, :, r0:r1].permute(4, 5, 0, 2, 3, 1).reshape(36, -1)
-        v = (_INPUT.to(x.device) @ band).view(36, -1, c)  # [36, N*band tiles, C]
+        v = (to_tiles @ band).view(36, -1, c)  # [36, N*band tiles, C]
         m = torch.bmm(v, u)  # [36, N*band tiles, O]: the channel sums per tile position
-        y = (_OUTPUT.to(x.device) @ m.view(36, -1)).view(TILE, TILE, n, r1 - r0, tw, o)
+        y = (from_tiles @ m.view(36, -1)).view(TILE, TILE, n, r1 - r0, tw, o)
         out[:, :, TILE * r0 : TILE * r1] = y.permute(2, 5, 3, 0, 4, 1).reshape(
             n, o, TILE * (r1 - r0), TILE * tw
         )
