@@ -151,7 +151,7 @@ def candidates(
                 )
 
             found[NNPACK_PER_IMAGE] = nnpack_per_image
-    if fp32 and same_3x3 and winograd.fits(weight):
+    if fp32 and same_3x3:
         found[WINOGRAD] = lambda: winograd.conv3x3(x, weight, bias)
     if (
         fp32

@@ -8,12 +8,15 @@ it does not hang on NNPACK, which lost to oneDNN's direct convolution on an AVX-
 and whose batched path is slow (several objects at once). It is one more candidate that
 `conv.py` times per shape; nothing picks it without measuring.
 
+Layout: the channel product is [O, C] x [C, tiles] per tile position, so the filter
+transform comes out contiguous and the output tiles are written back row by row (the
+other orientation spent a third of the time in a channel-innermost scatter at 120x216).
+
 Memory stays bounded: the filter transform is recomputed on every call (one small product;
 cached, it would hold four times the weights of every 3x3 convolution, about 900 MB for
-XMem), convolutions whose transformed filter would pass MAX_FILTER_FLOATS are left to the
-other kernels, and the tiles go through the products in bands of tile rows of at most
-BAND_FLOATS per buffer. Results differ from direct convolution by float rounding only
-(~1e-5 relative).
+XMem) in slices of output channels of at most FILTER_FLOATS, and the tiles go through the
+products in bands of tile rows of at most BAND_FLOATS per buffer. Results differ from
+direct convolution by float rounding only (~1e-5 relative).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 TILE = 4  # output block side; the input block is TILE + 2
-MAX_FILTER_FLOATS = 1 << 24  # 64 MB of transformed filter (36 x C x O): C x O <= 466k
+FILTER_FLOATS = 1 << 24  # 64 MB of transformed filter (36 x C x O slice) at a time
 BAND_FLOATS = 1 << 23  # 32 MB per tile buffer (36 x tiles x channels) in one pass
 # The F(4x4, 3x3) transforms, from the interpolation points 0, +-1, +-2 and infinity.
 _BT = (
@@ -60,32 +63,35 @@ _FILTER = _kron(_G)  # [36, 9]
 _OUTPUT = _kron(_AT)  # [16, 36]
 
 
-def fits(weight: torch.Tensor) -> bool:
-    """Whether the transformed filter (36 x C x O, rebuilt per call) stays in its bound."""
-    return 36 * weight.shape[0] * weight.shape[1] <= MAX_FILTER_FLOATS
-
-
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """`F.conv2d(x, weight, bias, padding=1)` for fp32 x [N, C, H, W], weight [O, C, 3, 3]."""
     n, c, h, w = x.shape
     o = weight.shape[0]
     th, tw = -(-h // TILE), -(-w // TILE)
-    to_tiles, from_tiles = _INPUT.to(x.device), _OUTPUT.to(x.device)
-    u = (_FILTER.to(x.device) @ weight.reshape(o * c, 9).t()).view(36, o, c).transpose(1, 2)
+    to_tiles, from_tiles, to_filter = (m.to(x.device) for m in (_INPUT, _OUTPUT, _FILTER))
+    step = max(1, FILTER_FLOATS // (36 * c))  # output channels per filter slice
+    slices = [(o0, min(o, o0 + step)) for o0 in range(0, o, step)]
+
+    def transformed(o0: int, o1: int) -> torch.Tensor:  # [36, o1 - o0, C]
+        return (to_filter @ weight[o0:o1].reshape(-1, 9).t()).view(36, o1 - o0, c)
+
+    whole = transformed(0, o) if len(slices) == 1 else None
     # Tiles of TILE + 2 overlapping by 2, over the input padded by 1 (and up to whole tiles).
     padded = F.pad(x, (1, TILE * tw + 1 - w, 1, TILE * th + 1 - h))
     tiles = padded.unfold(2, TILE + 2, TILE).unfold(3, TILE + 2, TILE)  # [N, C, th, tw, 6, 6]
     out = torch.empty((n, o, TILE * th, TILE * tw), dtype=x.dtype, device=x.device)
-    rows = max(1, BAND_FLOATS // (36 * n * tw * max(c, o)))
+    rows = max(1, BAND_FLOATS // (36 * n * tw * max(c, min(o, step))))
     for r0 in range(0, th, rows):
         r1 = min(th, r0 + rows)
-        band = tiles[:, :, r0:r1].permute(4, 5, 0, 2, 3, 1).reshape(36, -1)
-        v = (to_tiles @ band).view(36, -1, c)  # [36, N*band tiles, C]
-        m = torch.bmm(v, u)  # [36, N*band tiles, O]: the channel sums per tile position
-        y = (from_tiles @ m.view(36, -1)).view(TILE, TILE, n, r1 - r0, tw, o)
-        out[:, :, TILE * r0 : TILE * r1] = y.permute(2, 5, 3, 0, 4, 1).reshape(
-            n, o, TILE * (r1 - r0), TILE * tw
-        )
+        band = tiles[:, :, r0:r1].permute(4, 5, 1, 0, 2, 3).reshape(36, -1)
+        v = (to_tiles @ band).view(36, c, -1)  # [36, C, N * band tiles]
+        for o0, o1 in slices:
+            u = whole if whole is not None else transformed(o0, o1)
+            m = torch.bmm(u, v)  # [36, O slice, tiles]: the channel sums per tile position
+            y = (from_tiles @ m.view(36, -1)).view(TILE, TILE, o1 - o0, n, r1 - r0, tw)
+            out[:, o0:o1, TILE * r0 : TILE * r1] = y.permute(3, 2, 4, 0, 5, 1).reshape(
+                n, o1 - o0, TILE * (r1 - r0), TILE * tw
+            )
     out = out[:, :, :h, :w]
     if bias is not None:
         return out + bias.view(1, -1, 1, 1)
