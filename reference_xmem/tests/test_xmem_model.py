@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from xmem import CheckpointError, XMemNetwork, load_network, network_from_state_dict
 from xmem.conv import TUNER, Conv2d, candidates, conv_bn, fast_convs, nnpack_available
 from xmem.inference import argmax_channels
-from xmem.kernels import KernelTuner
+from xmem.kernels import MAX_ROUNDS, KernelTuner
 from xmem.memory import KeyValueStore, MemoryManager, get_similarity, topk_softmax
 from xmem.modules import FeatureFusionBlock
 from xmem.recipe import recipe_state_dict, write_recipe_weights
@@ -372,6 +372,16 @@ def test_tuner_measures_cheap_kernels_more_often():
     calls.clear()
     tuner.run("dear", {"a": clock.kernel(5.0, calls, "a"), "b": clock.kernel(6.0, calls, "b")})
     assert len(calls) == 4
+
+
+def test_tuner_by_default_measures_dear_kernels_once_and_cheap_ones_again():
+    clock, calls = FakeClock(), []
+    tuner = KernelTuner(clock=clock)  # the defaults the app runs with
+    tuner.run("dear", {"a": clock.kernel(0.2, calls, "a"), "b": clock.kernel(0.1, calls, "b")})
+    assert calls == ["a", "b"]  # one round passed CHEAP_S
+    calls.clear()
+    tuner.run("cheap", {"a": clock.kernel(1e-3, calls, "a"), "b": clock.kernel(2e-3, calls, "b")})
+    assert calls == ["a", "b"] * MAX_ROUNDS
 
 
 def test_fast_convs_run_the_measured_choice():

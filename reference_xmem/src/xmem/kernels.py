@@ -21,7 +21,11 @@ log = logging.getLogger("xmem.kernels")
 # Timed calls per candidate, interleaved, keeping each one's minimum (noise only adds time):
 # at least MIN_ROUNDS, and more, up to MAX_ROUNDS, while the measurement of this key has
 # taken less than CHEAP_S (on a shared CPU a short call can lose a whole scheduler slice).
-MIN_ROUNDS, MAX_ROUNDS, CHEAP_S = 2, 8, 0.25
+# Calls long enough to pass CHEAP_S in one round are measured once: a lost slice is small
+# against them, and a second round doubled the first frame's wait at 480p (3 objects, AMD
+# EPYC 2 cores: 55-66 s for the first 3 frames with two rounds, 35-43 s with one; the
+# frames after ran as fast).
+MIN_ROUNDS, MAX_ROUNDS, CHEAP_S = 1, 8, 0.25
 
 
 class KernelTuner:
