@@ -252,6 +252,20 @@ def test_winograd_is_the_same_convolution_at_any_size(
     assert torch.allclose(split, whole, rtol=1e-5, atol=1e-5)
 
 
+def test_winograd_takes_a_channels_last_input():
+    """Inputs in either memory format (the CUDA schedule makes channels-last activations):
+    the input transform reads every channel as a plane, so a channels-last input is copied
+    to planes first, and the result is the same convolution."""
+    from xmem import winograd
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 13, 11)
+    weight = torch.randn(5, 8, 3, 3) / 72**0.5
+    exact = F.conv2d(x.double(), weight.double(), padding=1)
+    last = winograd.conv3x3(x.contiguous(memory_format=torch.channels_last), weight, None)
+    assert torch.allclose(last.double(), exact, rtol=1e-5, atol=1e-5)
+
+
 def test_winograd_is_offered_only_where_it_computes_the_convolution():
     """fp32 stride-1 'same' 3x3 only (at any channel count: the filter is transformed in
     bounded slices); not under bf16 autocast."""

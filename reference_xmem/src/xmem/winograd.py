@@ -2,18 +2,19 @@
 
 Each 4x4 block of output needs 36 multiplications per channel pair instead of direct
 convolution's 144 (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-2016). Written as four matrix products (input tiles, the per-position channel product,
-output tiles, plus the filter transform) it runs on the BLAS of whatever CPU serves it, so
-it does not hang on NNPACK, which lost to oneDNN's direct convolution on an AVX-512 Xeon
-and whose batched path is slow (several objects at once). It is one more candidate that
-`conv.py` times per shape; nothing picks it without measuring.
+2016). Written as PyTorch's own tuned operations (a strided convolution for the input
+tiles, matrix products for the per-position channel sums, the output tiles and the
+filter), it runs on the oneDNN and BLAS of whatever CPU serves it, so it does not hang on
+NNPACK, which lost to oneDNN's direct convolution on an AVX-512 Xeon and whose batched
+path is slow (several objects at once). It is one more candidate that `conv.py` times per
+shape; nothing picks it without measuring.
 
-Layout: the input transform is a strided convolution of every channel with the 36
-transform kernels (no gathered copy of the overlapping tiles: 10-25 % faster than gather
-and product at XMem's shapes on an AMD EPYC); the channel product is [O, C] x [C, tiles]
-per tile position, image by image, so the filter transform comes out contiguous and the
-output tiles are written back row by row (the other orientation spent a third of the time
-in a channel-innermost scatter at 120x216).
+Layout: the input transform is a stride-4 convolution of every channel with the 36
+transform kernels (no gathered copy of the overlapping tiles: 8-28 % faster than gather
+and product at 10 of XMem's 11 shapes on an AMD EPYC, level at the smallest); the channel
+product is [O, C] x [C, tiles] per tile position, image by image, so the filter transform
+comes out contiguous and the output tiles are written back row by row (the other
+orientation spent a third of the time in a channel-innermost scatter at 120x216).
 
 Memory stays bounded: the filter transform is recomputed on every call (one small product;
 cached, it would hold four times the weights of every 3x3 convolution, about 900 MB for
@@ -83,7 +84,7 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     # Tiles of TILE + 2 overlapping by 2, over the input padded by 1 (and up to whole tiles),
     # every channel its own single-channel image.
     padded = F.pad(x, (1, TILE * tw + 1 - w, 1, TILE * th + 1 - h))
-    planes = padded.view(n * c, 1, TILE * th + 2, TILE * tw + 2)
+    planes = padded.reshape(n * c, 1, TILE * th + 2, TILE * tw + 2)  # copies if channels-last
     out = torch.empty((n, o, TILE * th, TILE * tw), dtype=x.dtype, device=x.device)
     rows = max(1, BAND_FLOATS // (36 * n * tw * max(c, min(o, step))))
     for r0 in range(0, th, rows):
