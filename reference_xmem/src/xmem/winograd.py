@@ -11,10 +11,11 @@ shape; nothing picks it without measuring.
 
 Layout: the input transform is a stride-4 convolution of every channel with the 36
 transform kernels (no gathered copy of the overlapping tiles: 8-28 % faster than gather
-and product at 10 of 11 XMem shapes tried on an AMD EPYC, level at the smallest); the
-channel product is [O, C] x [C, tiles] per tile position, image by image, so the filter
-transform comes out contiguous and the output tiles are written back row by row (the
-other orientation spent a third of the time in a channel-innermost scatter at 120x216).
+and product at 10 of 11 XMem shapes tried on an AMD EPYC, 3 ms slower at the smallest,
+15x27); the channel product is [O, C] x [C, tiles] per tile position, image by image, so
+the filter transform comes out contiguous and the output tiles are written back row by
+row (the other orientation spent a third of the time in a channel-innermost scatter at
+120x216).
 
 Memory stays bounded: the filter transform is recomputed on every call (one small product;
 cached, it would hold four times the weights of every 3x3 convolution, about 900 MB for
