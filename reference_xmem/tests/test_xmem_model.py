@@ -230,9 +230,10 @@ def test_every_3x3_kernel_computes_the_same_convolution():
 def test_winograd_is_the_same_convolution_at_any_size(
     monkeypatch, shape, bias, band_floats, filter_floats
 ):
-    """Sizes that are not whole 4x4 tiles and single pixels, in one pass against float64;
-    then the banded pass and the filter transformed slice by slice (each band then meets
-    every slice) against that one pass: only the products' summation order may differ."""
+    """Sizes that are not whole 4x4 tiles and single pixels, in one pass against float64
+    (from either memory format); then the banded pass and the filter transformed slice by
+    slice (each band then meets every slice) against that one pass: only the products'
+    summation order may differ."""
     from xmem import winograd
 
     torch.manual_seed(0)
@@ -243,6 +244,9 @@ def test_winograd_is_the_same_convolution_at_any_size(
     whole = winograd.conv3x3(x, weight, b)
     assert whole.shape == exact.shape and whole.dtype == torch.float32 and whole.is_contiguous()
     assert torch.allclose(whole.double(), exact, rtol=1e-5, atol=1e-5)
+    # A channels-last input (the CUDA schedule's activations) is read as the same planes.
+    last = winograd.conv3x3(x.contiguous(memory_format=torch.channels_last), weight, b)
+    assert torch.equal(last, whole)
     if band_floats is not None:
         monkeypatch.setattr(winograd, "BAND_FLOATS", band_floats)
     if filter_floats is not None:
@@ -250,20 +254,6 @@ def test_winograd_is_the_same_convolution_at_any_size(
     split = winograd.conv3x3(x, weight, b)
     assert split.shape == exact.shape and split.is_contiguous()
     assert torch.allclose(split, whole, rtol=1e-5, atol=1e-5)
-
-
-def test_winograd_takes_a_channels_last_input():
-    """Inputs in either memory format (the CUDA schedule makes channels-last activations):
-    the input transform reads every channel as a plane, so a channels-last input is copied
-    to planes first, and the result is the same convolution."""
-    from xmem import winograd
-
-    torch.manual_seed(0)
-    x = torch.randn(2, 8, 13, 11)
-    weight = torch.randn(5, 8, 3, 3) / 72**0.5
-    exact = F.conv2d(x.double(), weight.double(), padding=1)
-    last = winograd.conv3x3(x.contiguous(memory_format=torch.channels_last), weight, None)
-    assert torch.allclose(last.double(), exact, rtol=1e-5, atol=1e-5)
 
 
 def test_winograd_is_offered_only_where_it_computes_the_convolution():
