@@ -314,7 +314,10 @@ def measure(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     import torch
 
     from sly_vos.dev import synthetic
+    from sly_vos.memory import keep_large_blocks
     from xmem import load_network
+
+    heap_kept = keep_large_blocks()  # the app's heap setting, for both sides
 
     xmem_cls, core_cls = import_upstream(path)
     weights = xmem_weights()
@@ -337,7 +340,9 @@ def measure(args: argparse.Namespace, path: Path) -> dict[str, Any]:
                 seed=0,
             )
         rows.append(run_case(case, ours_net, up_net, core_cls, plan.reps, clips[key]))
-        rows[-1].update(command=B.shown_command(), date=machine.now_iso())
+        rows[-1].update(
+            command=B.shown_command(), date=machine.now_iso(), large_blocks_kept=heap_kept
+        )
         # after every case: a run cut short still leaves its numbers
         B.write_result(out, NAME, args.quick, result(args, plan, path, threads, rows, out))
     return result(args, plan, path, threads, rows, out)
@@ -441,7 +446,7 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 def print_tables(data: dict[str, Any]) -> None:
     print(
         f"CPU: {data['cpu_model']} (native bf16: {data['cpu_bf16']}), "
-        f"{data['torch_threads']} torch threads"
+        f"{data['torch_threads']} torch threads. {heap_line(data)}"
     )
     B.print_table(TITLE, *table_rows(data))
 
@@ -461,6 +466,20 @@ def why_missing(data: dict[str, Any]) -> str:
         f"{slowest['upstream_ms_per_frame'] / 1000:,.0f} s/frame at "
         f"{slowest['height']}x{slowest['width']} with {slowest['objects']} object(s), so the "
         f"rest would take hours; on a CPU with native bf16, {resume}"
+    )
+
+
+def heap_line(data: dict[str, Any]) -> str:
+    """Which heap both sides ran on: the app's (`sly_vos.memory.keep_large_blocks`, rows
+    measured since 2026-12-06 08:00 UTC) or glibc's defaults (rows before)."""
+    kept = sum(bool(r.get("large_blocks_kept")) for r in data["rows"])
+    if kept == len(data["rows"]):
+        return "Heap: the app's setting (large blocks reused between frames), both sides."
+    if kept == 0:
+        return "Heap: glibc's defaults (large blocks mapped and faulted in on every use)."
+    return (
+        f"Heap: the app's setting (large blocks reused between frames) in {kept} of "
+        f"{len(data['rows'])} rows, glibc's defaults in the rest (see each row's JSON)."
     )
 
 
@@ -488,6 +507,7 @@ def render(data: dict[str, Any]) -> str:
     return "\n\n".join(
         [
             f"**CPU: {data['cpu_model']}**, {data['torch_threads']} torch threads; bf16 {bf16}. "
+            f"{heap_line(data)} "
             f"Upstream: `{data['upstream_path']}` at commit "
             f"`{data.get('upstream_commit') or 'unknown (not a git work tree)'}`. Load average "
             f"(1/5/15 min) when written: "

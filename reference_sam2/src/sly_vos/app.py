@@ -33,6 +33,7 @@ from . import __version__, checkpoints, endpoints, errors, files_api, limits
 from .appspec import AppSpec, check_model_module
 from .device import device_from_env
 from .jobs import JobRegistry
+from .memory import keep_large_blocks
 from .model_thread import ModelThread
 from .settings import AppSettings
 from .tracking import SupportsTrack, run_tracker
@@ -59,6 +60,7 @@ class TrackingApp(sly.nn.inference.MaskTracking):
         if not isinstance(getattr(type(self), "settings", None), AppSettings):
             raise TypeError(f"{type(self).__name__}.settings must be an AppSettings")
         check_model_module(type(self).model)
+        keep_large_blocks()  # this process serves frames: reuse their big blocks (memory.py)
         self.checkpoint = _checkpoint_or_exit(self.spec)
         if model_dir is None:
             model_dir = str(self.settings.default_model_dir())
