@@ -470,8 +470,8 @@ def why_missing(data: dict[str, Any]) -> str:
 
 
 def heap_line(data: dict[str, Any]) -> str:
-    """Which heap both sides ran on: the app's (`sly_vos.memory.keep_large_blocks`, rows
-    measured since 2026-12-06 08:00 UTC) or glibc's defaults (rows before)."""
+    """Which heap both sides ran on: the app's (`sly_vos.memory.keep_large_blocks`) or
+    glibc's defaults (rows written before 2026-12-06 07:20 UTC have no such field)."""
     kept = sum(bool(r.get("large_blocks_kept")) for r in data["rows"])
     if kept == len(data["rows"]):
         return "Heap: the app's setting (large blocks reused between frames), both sides."
