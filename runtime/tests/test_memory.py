@@ -86,3 +86,34 @@ def test_without_glibc_the_settings_are_a_no_op(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(memory, "_LIBC", None)
     assert memory.keep_large_blocks() is False
     memory.release_memory()  # no error
+
+
+def test_the_app_sets_the_heap_before_it_loads_anything(
+    monkeypatch: pytest.MonkeyPatch, fake_app_src: Path
+) -> None:
+    """Every app gets the setting: `TrackingApp` applies it first thing, before the
+    checkpoint and the model are looked at."""
+    import fakeapp.model as fake_model
+    import fakeapp.settings as fake_settings
+
+    from sly_vos import app as app_module
+
+    calls: list[str] = []
+
+    class Stopped(Exception):
+        pass
+
+    def checkpoint_or_exit(spec: object) -> None:
+        calls.append("checkpoint")
+        raise Stopped
+
+    monkeypatch.setattr(app_module, "keep_large_blocks", lambda: calls.append("heap") or True)
+    monkeypatch.setattr(app_module, "_checkpoint_or_exit", checkpoint_or_exit)
+
+    class FakeApp(app_module.TrackingApp):
+        settings = fake_settings.SETTINGS
+        model = fake_model
+
+    with pytest.raises(Stopped):
+        FakeApp()
+    assert calls == ["heap", "checkpoint"]
